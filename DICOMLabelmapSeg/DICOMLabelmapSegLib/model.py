@@ -1,0 +1,340 @@
+"""The segmentation model: what a LABELMAP SEG series holds, free of any file format.
+
+Conventions
+-----------
+* A label array is indexed ``[slice, row, column]`` (``k, j, i``), like the frames of a
+  DICOM multi-frame image and like ``numpy`` arrays obtained from VTK images.
+* :attr:`Geometry.affine` maps the index vector in that same order, ``(k, j, i, 1)``, to
+  patient coordinates in millimetres in the DICOM patient coordinate system (LPS).
+  This is highdicom's :class:`highdicom.Volume` convention.
+* A :class:`Layer` holds one label array; the segments of one layer never overlap
+  (each voxel has at most one label). Overlapping segments live in different layers.
+  Each layer becomes one LABELMAP SEG instance; all instances form one series.
+* Colors are 8-bit sRGB triples. Segment label values are the DICOM segment numbers.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .errors import (
+    InvalidSegmentationError,
+    TooManyLabelsError,
+    UndescribedLabelError,
+)
+
+MAX_LABEL_VALUE = 65535
+
+
+class SegmentAlgorithmType(enum.Enum):
+    """Defined terms of Segment Algorithm Type (0062,0008)."""
+
+    AUTOMATIC = "AUTOMATIC"
+    SEMIAUTOMATIC = "SEMIAUTOMATIC"
+    MANUAL = "MANUAL"
+
+
+class SegmentationType(enum.Enum):
+    """Defined terms of Segmentation Type (0062,0001)."""
+
+    BINARY = "BINARY"
+    FRACTIONAL = "FRACTIONAL"
+    LABELMAP = "LABELMAP"
+
+
+@dataclass(frozen=True)
+class Code:
+    """A coded concept: Code Value, Coding Scheme Designator, Code Meaning."""
+
+    value: str
+    scheme_designator: str
+    meaning: str
+    scheme_version: str | None = None
+
+    def same_concept(self, other: Code | None) -> bool:
+        """True if ``other`` denotes the same concept (meaning and version may differ)."""
+        return (
+            other is not None
+            and self.value == other.value
+            and self.scheme_designator == other.scheme_designator
+        )
+
+
+@dataclass(frozen=True)
+class Terminology:
+    """What a segment is: category and type (with modifier), and where (region with modifier).
+
+    ``context_name`` and ``region_context_name`` are Slicer's names of the terminology
+    lists the codes were picked from; they are not DICOM attributes and are not stored
+    in SEG files (readers leave them ``None``).
+    """
+
+    category: Code
+    type: Code
+    type_modifier: Code | None = None
+    region: Code | None = None
+    region_modifier: Code | None = None
+    context_name: str | None = None
+    region_context_name: str | None = None
+
+    def same_codes(self, other: Terminology | None) -> bool:
+        """True if all five codes denote the same concepts (context names ignored)."""
+        if other is None:
+            return False
+        pairs = (
+            (self.category, other.category),
+            (self.type, other.type),
+            (self.type_modifier, other.type_modifier),
+            (self.region, other.region),
+            (self.region_modifier, other.region_modifier),
+        )
+        return all((a is None and b is None) or (a is not None and a.same_concept(b)) for a, b in pairs)
+
+
+#: What Slicer assigns to a segment nobody classified: category and type "Tissue" (SNOMED CT).
+DEFAULT_TERMINOLOGY = Terminology(
+    category=Code("85756007", "SCT", "Tissue"),
+    type=Code("85756007", "SCT", "Tissue"),
+)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One segment: a label value within its layer and everything that describes it."""
+
+    label_value: int
+    name: str
+    color: tuple[int, int, int] = (128, 174, 128)
+    terminology: Terminology = DEFAULT_TERMINOLOGY
+    algorithm_type: SegmentAlgorithmType = SegmentAlgorithmType.MANUAL
+    algorithm_name: str | None = None
+    algorithm_version: str | None = None
+    algorithm_family: Code | None = None
+    description: str | None = None
+    tracking_id: str | None = None
+    tracking_uid: str | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.label_value, (int, np.integer)) and 1 <= int(self.label_value) <= MAX_LABEL_VALUE):
+            raise TooManyLabelsError(
+                f"Segment '{self.name}' has label value {self.label_value}; label values must be "
+                f"integers from 1 to {MAX_LABEL_VALUE} (DICOM segment numbers are 16-bit)."
+            )
+        if len(self.color) != 3 or not all(0 <= int(c) <= 255 for c in self.color):
+            raise InvalidSegmentationError(
+                f"Segment '{self.name}' has color {self.color}; give three integers 0-255 (RGB)."
+            )
+        object.__setattr__(self, "label_value", int(self.label_value))
+        object.__setattr__(self, "color", tuple(int(c) for c in self.color))
+        object.__setattr__(self, "algorithm_type", SegmentAlgorithmType(self.algorithm_type))
+        if (self.tracking_id is None) != (self.tracking_uid is None):
+            raise InvalidSegmentationError(
+                f"Segment '{self.name}': tracking ID and tracking UID must be given together."
+            )
+
+
+@dataclass(frozen=True, eq=False)
+class Geometry:
+    """The voxel grid: shape ``(slices, rows, columns)`` and the index-to-LPS affine."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+    frame_of_reference_uid: str | None = None
+
+    def __post_init__(self) -> None:
+        affine = np.array(self.affine, dtype=np.float64)
+        if affine.shape != (4, 4) or not np.allclose(affine[3], [0, 0, 0, 1]):
+            raise InvalidSegmentationError("The affine must be a 4x4 matrix with last row (0, 0, 0, 1).")
+        if len(self.shape) != 3 or any(int(n) < 1 for n in self.shape):
+            raise InvalidSegmentationError(f"Shape {self.shape} must be three positive sizes (slices, rows, columns).")
+        if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+            raise InvalidSegmentationError("The affine is singular: voxel spacing cannot be zero.")
+        affine.setflags(write=False)
+        object.__setattr__(self, "affine", affine)
+        object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
+
+    @property
+    def spacing(self) -> np.ndarray:
+        """Voxel spacing in mm along (slice, row, column)."""
+        return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+    @property
+    def origin(self) -> np.ndarray:
+        """LPS position of the centre of voxel (0, 0, 0)."""
+        return self.affine[:3, 3].copy()
+
+    @property
+    def direction(self) -> np.ndarray:
+        """Unit direction vectors as columns, in (slice, row, column) order."""
+        return self.affine[:3, :3] / self.spacing
+
+    def same_as(self, other: Geometry, atol: float = 1e-4) -> bool:
+        """True if shape equal and affines agree within ``atol`` mm (DICOM DS precision)."""
+        return self.shape == other.shape and bool(np.allclose(self.affine, other.affine, atol=atol, rtol=0))
+
+
+@dataclass(eq=False)
+class Layer:
+    """One label array and the segments it holds (their label values are distinct)."""
+
+    labels: np.ndarray
+    segments: list[Segment] = field(default_factory=list)
+
+    def segment_for_label(self, label_value: int) -> Segment | None:
+        """The segment with this label value, or None."""
+        for segment in self.segments:
+            if segment.label_value == label_value:
+                return segment
+        return None
+
+    def validate(self, shape: tuple[int, int, int] | None = None, check_pixels: bool = True) -> None:
+        """Raise InvalidSegmentationError if this layer is inconsistent."""
+        if self.labels.ndim != 3:
+            raise InvalidSegmentationError(f"A layer's label array must be 3D, got shape {self.labels.shape}.")
+        if shape is not None and tuple(self.labels.shape) != tuple(shape):
+            raise InvalidSegmentationError(
+                f"A layer's label array has shape {self.labels.shape} but the geometry says {tuple(shape)}."
+            )
+        if self.labels.dtype not in (np.uint8, np.uint16):
+            raise InvalidSegmentationError(
+                f"Label arrays must be uint8 or uint16, got {self.labels.dtype}; convert with .astype()."
+            )
+        values = [s.label_value for s in self.segments]
+        if len(set(values)) != len(values):
+            duplicates = sorted({v for v in values if values.count(v) > 1})
+            raise InvalidSegmentationError(
+                f"Label values {duplicates} are used by more than one segment in the same layer; "
+                "segments that overlap must go to separate layers."
+            )
+        if check_pixels:
+            present = present_labels(self.labels)
+            undescribed = sorted(set(present.tolist()) - set(values) - {0})
+            if undescribed:
+                shown = ", ".join(str(v) for v in undescribed[:10])
+                raise UndescribedLabelError(
+                    f"Label values {shown}{' ...' if len(undescribed) > 10 else ''} occur in the label "
+                    "array but no segment describes them; add segments for them or set those voxels to 0."
+                )
+
+
+@dataclass(frozen=True)
+class ReferencedSeries:
+    """The source image series a segmentation was derived from (identifiers only)."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_class_uid: str | None = None
+    sop_instance_uids: tuple[str, ...] = ()
+    frame_of_reference_uid: str | None = None
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """DICOM-level facts about a SEG series that was read (not needed for writing)."""
+
+    series_instance_uid: str
+    sop_instance_uids: tuple[str, ...]
+    segmentation_type: SegmentationType
+    transfer_syntax_uids: tuple[str, ...]
+    study_instance_uid: str | None = None
+    series_description: str | None = None
+    series_number: int | None = None
+    content_label: str | None = None
+    content_description: str | None = None
+    content_creator_name: str | None = None
+    patient_id: str | None = None
+    patient_name: str | None = None
+    palette_color: bool = False
+
+
+@dataclass(eq=False)
+class Segmentation:
+    """A segmentation: geometry, one or more layers, and what it references."""
+
+    geometry: Geometry
+    layers: list[Layer]
+    referenced_series: ReferencedSeries | None = None
+    series_info: SeriesInfo | None = None
+
+    @property
+    def segments(self) -> list[Segment]:
+        """All segments of all layers, layer by layer."""
+        return [segment for layer in self.layers for segment in layer.segments]
+
+    def validate(self, check_pixels: bool = True) -> None:
+        """Raise InvalidSegmentationError if any layer is inconsistent with the geometry."""
+        if not self.layers:
+            raise InvalidSegmentationError("A segmentation needs at least one layer.")
+        for layer in self.layers:
+            layer.validate(self.geometry.shape, check_pixels=check_pixels)
+
+    def with_layers(self, layers: Sequence[Layer]) -> Segmentation:
+        """A copy of this segmentation holding other layers."""
+        return replace(self, layers=list(layers))
+
+
+def present_labels(labels: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of a uint8/uint16 label array (fast: a histogram, not a sort)."""
+    if labels.dtype in (np.uint8, np.uint16) and labels.size:
+        counts = np.bincount(labels.ravel(), minlength=1)
+        return np.flatnonzero(counts)
+    return np.unique(labels)
+
+
+def label_dtype(max_label_value: int) -> np.dtype:
+    """The smallest unsigned type (uint8 or uint16) that holds ``max_label_value``."""
+    if max_label_value > MAX_LABEL_VALUE:
+        raise TooManyLabelsError(
+            f"Label value {max_label_value} exceeds {MAX_LABEL_VALUE}; a LABELMAP SEG holds at most "
+            f"{MAX_LABEL_VALUE} labels per layer. Split the segments over several layers."
+        )
+    return np.dtype(np.uint8 if max_label_value <= 255 else np.uint16)
+
+
+def differences(expected: Segmentation, actual: Segmentation, atol: float = 1e-4) -> list[str]:
+    """Human-readable list of how ``actual`` differs from ``expected`` (empty if equivalent).
+
+    Compares geometry (within ``atol`` mm), layer count, voxels, and every segment field.
+    Terminology is compared by codes; Slicer context names are ignored.
+    """
+    found: list[str] = []
+    if not expected.geometry.same_as(actual.geometry, atol=atol):
+        found.append(
+            f"geometry differs: shape {expected.geometry.shape} vs {actual.geometry.shape}, "
+            f"affine\n{expected.geometry.affine}\nvs\n{actual.geometry.affine}"
+        )
+    if len(expected.layers) != len(actual.layers):
+        found.append(f"{len(expected.layers)} layers expected, {len(actual.layers)} found")
+        return found
+    for index, (a, b) in enumerate(zip(expected.layers, actual.layers)):
+        if a.labels.shape != b.labels.shape or not np.array_equal(a.labels, b.labels):
+            mismatched = int(np.count_nonzero(a.labels != b.labels)) if a.labels.shape == b.labels.shape else -1
+            found.append(f"layer {index}: voxels differ ({mismatched} voxels)")
+        a_by_label = {s.label_value: s for s in a.segments}
+        b_by_label = {s.label_value: s for s in b.segments}
+        if set(a_by_label) != set(b_by_label):
+            found.append(f"layer {index}: label values {sorted(a_by_label)} vs {sorted(b_by_label)}")
+            continue
+        for label_value, sa in a_by_label.items():
+            sb = b_by_label[label_value]
+            for name in (
+                "name", "color", "algorithm_type", "algorithm_name", "algorithm_version",
+                "description", "tracking_id", "tracking_uid",
+            ):
+                if getattr(sa, name) != getattr(sb, name):
+                    found.append(
+                        f"layer {index} label {label_value}: {name} {getattr(sa, name)!r} vs {getattr(sb, name)!r}"
+                    )
+            if (sa.algorithm_family is None) != (sb.algorithm_family is None) or (
+                sa.algorithm_family is not None and not sa.algorithm_family.same_concept(sb.algorithm_family)
+            ):
+                found.append(f"layer {index} label {label_value}: algorithm family differs")
+            if not sa.terminology.same_codes(sb.terminology):
+                found.append(
+                    f"layer {index} label {label_value}: terminology {sa.terminology} vs {sb.terminology}"
+                )
+    return found
