@@ -1,0 +1,94 @@
+"""DICOM plane geometry <-> the model's ``(slice, row, column)`` affine.
+
+DICOM describes a frame by Image Position (Patient) (centre of its first pixel),
+Image Orientation (Patient) (row cosines = direction of increasing column index,
+then column cosines = direction of increasing row index) and Pixel Spacing
+(spacing between rows, then between columns). The model's affine has columns
+``[slice step, row step, column step, origin]`` in LPS millimetres.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import GeometryMismatchError
+
+
+def affine_from_plane(
+    image_position: Sequence[float],
+    image_orientation: Sequence[float],
+    pixel_spacing: Sequence[float],
+    slice_step: Sequence[float],
+) -> np.ndarray:
+    """Build the 4x4 index ``(k, j, i)`` -> LPS affine of a stack of frames.
+
+    Parameters
+    ----------
+    image_position: Sequence[float]
+        Image Position (Patient) of the first frame (k = 0).
+    image_orientation: Sequence[float]
+        Image Orientation (Patient): six direction cosines (row, then column).
+    pixel_spacing: Sequence[float]
+        Pixel Spacing: (spacing between rows, spacing between columns) in mm.
+    slice_step: Sequence[float]
+        Vector in mm from frame k to frame k + 1.
+    """
+    orientation = np.asarray(image_orientation, dtype=np.float64)
+    row_cosines, column_cosines = orientation[:3], orientation[3:]
+    affine = np.eye(4)
+    affine[:3, 0] = np.asarray(slice_step, dtype=np.float64)
+    affine[:3, 1] = column_cosines * float(pixel_spacing[0])
+    affine[:3, 2] = row_cosines * float(pixel_spacing[1])
+    affine[:3, 3] = np.asarray(image_position, dtype=np.float64)
+    return affine
+
+
+def plane_attributes(affine: np.ndarray) -> tuple[list[float], list[float]]:
+    """Image Orientation (Patient) and Pixel Spacing of the frames of ``affine``."""
+    row_step, column_step = affine[:3, 1], affine[:3, 2]
+    row_spacing, column_spacing = float(np.linalg.norm(row_step)), float(np.linalg.norm(column_step))
+    orientation = np.concatenate([column_step / column_spacing, row_step / row_spacing])
+    return orientation.tolist(), [row_spacing, column_spacing]
+
+
+def frame_positions(affine: np.ndarray, number_of_frames: int) -> np.ndarray:
+    """Image Position (Patient) of each frame k = 0..n-1, shape ``(n, 3)``."""
+    k = np.arange(number_of_frames, dtype=np.float64)[:, None]
+    return affine[:3, 3][None, :] + k * affine[:3, 0][None, :]
+
+
+def slice_normal(image_orientation: Sequence[float]) -> np.ndarray:
+    """Unit normal of frames with this orientation (row cosines x column cosines)."""
+    orientation = np.asarray(image_orientation, dtype=np.float64)
+    normal = np.cross(orientation[:3], orientation[3:])
+    length = np.linalg.norm(normal)
+    if length < 1e-6:
+        raise GeometryMismatchError(
+            "Image Orientation (Patient) has parallel row and column directions; the file's geometry is invalid."
+        )
+    return normal / length
+
+
+def slice_indices(
+    positions: np.ndarray, origin: Sequence[float], slice_step: Sequence[float], tolerance: float = 0.01
+) -> np.ndarray:
+    """Index k of each frame position along ``slice_step`` from ``origin``.
+
+    Raises GeometryMismatchError if a position is not within ``tolerance`` (fraction of
+    the slice spacing, and of a millimetre in-plane) of a slice of the grid.
+    """
+    step = np.asarray(slice_step, dtype=np.float64)
+    step_length_sq = float(step @ step)
+    offsets = np.asarray(positions, dtype=np.float64) - np.asarray(origin, dtype=np.float64)[None, :]
+    k_float = offsets @ step / step_length_sq
+    k = np.rint(k_float)
+    off_grid = np.abs(k_float - k) > tolerance
+    in_plane = np.linalg.norm(offsets - k[:, None] * step[None, :], axis=1) > max(tolerance, 1e-3) * 100
+    if np.any(off_grid) or np.any(in_plane):
+        raise GeometryMismatchError(
+            "Frame positions do not lie on a regular grid of parallel slices; "
+            "this segmentation cannot be represented as one volume."
+        )
+    return k.astype(np.int64)
