@@ -1,0 +1,249 @@
+"""Model segments and codes <-> DICOM Segment Sequence items (Segment Description Macro).
+
+Where things live in a Segment Sequence (0062,0002) item (PS3.3 C.8.20.2, Segment
+Description Macro):
+
+* Segmented Property Category Code Sequence (0062,0003): one item, the category.
+* Segmented Property Type Code Sequence (0062,000F): one item, the type; the
+  **Segmented Property Type Modifier Code Sequence (0062,0011)** is nested *inside* that item.
+* Anatomic Region Sequence (0008,2218): one item, the region; the **Anatomic Region
+  Modifier Sequence (0008,2220)** is nested *inside* that item.
+* Segment Label (0062,0005) is the segment name, Segment Description (0062,0006) its
+  free-text description; Recommended Display CIELab Value (0062,000D) its color.
+
+highdicom's :class:`highdicom.seg.SegmentDescription` builds most of this but has no
+parameters for the two modifiers; :func:`add_type_modifier` and :func:`add_anatomic_region`
+add them. The reverse, :func:`segment_from_description`, reads items written by any tool
+(highdicom, dcmqi, ...), tolerating missing optional parts.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import highdicom as hd
+from pydicom.dataset import Dataset
+
+from .color import dicom_lab_to_rgb, rgb_to_dicom_lab
+from .errors import InvalidDicomFileError
+from .model import DEFAULT_TERMINOLOGY, Code, Segment, SegmentAlgorithmType, Terminology
+
+logger = logging.getLogger(__name__)
+
+#: Written as Segment Algorithm Name / Algorithm Version when the standard requires a value the model lacks.
+UNKNOWN = "unknown"
+
+_LO_MAX = 64  # Long String
+_ST_MAX = 1024  # Short Text
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def long_string(value: str, what: str) -> str:
+    """``value`` made a valid LO (Long String): no backslash or control characters, at most 64 characters.
+
+    Changes are logged as warnings naming ``what``.
+    """
+    cleaned = _CONTROL.sub("", str(value).replace("\\", "/").replace("\n", " ").replace("\r", " "))
+    if len(cleaned) > _LO_MAX:
+        cleaned = cleaned[:_LO_MAX]
+    if cleaned != value:
+        logger.warning("%s '%s' was stored as '%s' (DICOM LO: max 64 characters, no backslash).", what, value, cleaned)
+    return cleaned
+
+
+def short_text(value: str, what: str) -> str:
+    """``value`` made a valid ST (Short Text): at most 1024 characters, no control characters but CR/LF."""
+    cleaned = _CONTROL.sub("", str(value))[:_ST_MAX]
+    if cleaned != value:
+        logger.warning("%s was shortened or cleaned to fit DICOM Short Text (max 1024 characters).", what)
+    return cleaned
+
+
+def coded_concept(code: Code) -> hd.sr.CodedConcept:
+    """The highdicom CodedConcept (a pydicom Dataset code item) of a model Code.
+
+    Code values longer than 16 characters go to Long Code Value or URN Code Value;
+    Code Meaning is cut to 64 characters if needed (the concept is its value and scheme).
+    """
+    meaning = long_string(code.meaning, "Code meaning") or code.value
+    return hd.sr.CodedConcept(code.value, code.scheme_designator, meaning, code.scheme_version)
+
+
+def code_from_item(item: Dataset) -> Code:
+    """The model Code of a code sequence item (Code Value, Long Code Value or URN Code Value).
+
+    Raises InvalidDicomFileError if the item has no code value or no coding scheme.
+    """
+    value = item.get("CodeValue") or item.get("LongCodeValue") or item.get("URNCodeValue")
+    scheme = item.get("CodingSchemeDesignator")
+    if not value or not scheme:
+        raise InvalidDicomFileError(
+            "A code sequence item lacks Code Value or Coding Scheme Designator; the file's terminology is invalid."
+        )
+    version = item.get("CodingSchemeVersion")
+    return Code(str(value), str(scheme), str(item.get("CodeMeaning", "") or value), str(version) if version else None)
+
+
+def _first_code(item: Dataset, keyword: str) -> Code | None:
+    sequence = item.get(keyword)
+    if not sequence:
+        return None
+    try:
+        return code_from_item(sequence[0])
+    except InvalidDicomFileError:
+        logger.warning("Ignoring an invalid %s item.", keyword)
+        return None
+
+
+def add_type_modifier(description: Dataset, modifier: Code | None) -> None:
+    """Nest Segmented Property Type Modifier Code Sequence (0062,0011) in the type item."""
+    if modifier is None:
+        return
+    description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+        coded_concept(modifier)
+    ]
+
+
+def add_anatomic_region(description: Dataset, region: Code | None, modifier: Code | None = None) -> None:
+    """Set Anatomic Region Sequence (0008,2218) with the modifier (0008,2220) nested in its item.
+
+    A modifier without a region cannot be stored (the standard nests it in the region item);
+    it is dropped with a warning.
+    """
+    if region is None:
+        if modifier is not None:
+            logger.warning("Anatomic region modifier '%s' dropped: it needs an anatomic region.", modifier.meaning)
+        return
+    item = coded_concept(region)
+    if modifier is not None:
+        item.AnatomicRegionModifierSequence = [coded_concept(modifier)]
+    description.AnatomicRegionSequence = [item]
+
+
+def terminology_from_description(item: Dataset) -> Terminology:
+    """The Terminology of a Segment Sequence item; missing category or type default to Tissue."""
+    category = _first_code(item, "SegmentedPropertyCategoryCodeSequence") or DEFAULT_TERMINOLOGY.category
+    type_code = _first_code(item, "SegmentedPropertyTypeCodeSequence") or DEFAULT_TERMINOLOGY.type
+    type_modifier = None
+    if item.get("SegmentedPropertyTypeCodeSequence"):
+        type_item = item.SegmentedPropertyTypeCodeSequence[0]
+        type_modifier = _first_code(type_item, "SegmentedPropertyTypeModifierCodeSequence")
+    region = _first_code(item, "AnatomicRegionSequence")
+    region_modifier = None
+    if region is not None:
+        region_modifier = _first_code(item.AnatomicRegionSequence[0], "AnatomicRegionModifierSequence")
+    return Terminology(category, type_code, type_modifier, region, region_modifier)
+
+
+def algorithm_identification(segment: Segment) -> hd.AlgorithmIdentificationSequence | None:
+    """Segmentation Algorithm Identification Sequence of a segment, if it has an algorithm family.
+
+    The sequence requires name, family and version; a missing name or version is written as ``'unknown'``.
+    """
+    if segment.algorithm_family is None:
+        return None
+    return hd.AlgorithmIdentificationSequence(
+        name=long_string(segment.algorithm_name or UNKNOWN, "Algorithm name"),
+        family=coded_concept(segment.algorithm_family),
+        version=long_string(segment.algorithm_version or UNKNOWN, "Algorithm version"),
+    )
+
+
+def segment_description(segment: Segment, include_color: bool = True) -> hd.seg.SegmentDescription:
+    """The complete Segment Sequence item of a model segment.
+
+    Parameters
+    ----------
+    segment: Segment
+        The segment; its label value becomes the Segment Number.
+    include_color: bool
+        Write Recommended Display CIELab Value. Leave it out (``False``) for PALETTE COLOR
+        segmentations, where the color is in the palette and the standard forbids both.
+    """
+    terminology = segment.terminology
+    identification = algorithm_identification(segment)
+    label = long_string(segment.name, "Segment name") or f"Segment {segment.label_value}"
+    description = hd.seg.SegmentDescription(
+        segment_number=segment.label_value,
+        segment_label=label,
+        segmented_property_category=coded_concept(terminology.category),
+        segmented_property_type=coded_concept(terminology.type),
+        # highdicom demands the identification sequence for non-MANUAL; the standard makes it optional.
+        algorithm_type=segment.algorithm_type.value if identification is not None else "MANUAL",
+        algorithm_identification=identification,
+        tracking_uid=segment.tracking_uid,
+        tracking_id=segment.tracking_id,
+        display_color=hd.color.CIELabColor.from_dicom_value(rgb_to_dicom_lab(segment.color)) if include_color else None,
+    )
+    description.SegmentAlgorithmType = segment.algorithm_type.value
+    if segment.algorithm_type != SegmentAlgorithmType.MANUAL:
+        # Segment Algorithm Name is required (1C) for AUTOMATIC and SEMIAUTOMATIC.
+        description.SegmentAlgorithmName = long_string(segment.algorithm_name or UNKNOWN, "Algorithm name")
+    elif segment.algorithm_name:
+        description.SegmentAlgorithmName = long_string(segment.algorithm_name, "Algorithm name")
+    elif "SegmentAlgorithmName" in description:
+        del description.SegmentAlgorithmName
+    if segment.description:
+        description.SegmentDescription = short_text(segment.description, "Segment description")
+    add_type_modifier(description, terminology.type_modifier)
+    add_anatomic_region(description, terminology.region, terminology.region_modifier)
+    return description
+
+
+def segment_from_description(item: Dataset, color: tuple[int, int, int] | None = None) -> Segment:
+    """The model Segment of a Segment Sequence item written by any tool.
+
+    Parameters
+    ----------
+    item: pydicom.Dataset
+        A Segment Sequence item (Segment Number must be 1..65535).
+    color: tuple[int, int, int] | None
+        RGB color to use (e.g. from a palette color LUT); by default the item's
+        Recommended Display CIELab Value, or the model's default color if it has none.
+    """
+    number = item.get("SegmentNumber")
+    if number is None or not 1 <= int(number) <= 65535:
+        raise InvalidDicomFileError(
+            f"A Segment Sequence item has Segment Number {number!r}; segment numbers must be 1-65535."
+        )
+    number = int(number)
+    if color is None and item.get("RecommendedDisplayCIELabValue") is not None:
+        lab = item.RecommendedDisplayCIELabValue
+        if len(lab) == 3 and all(0 <= int(v) <= 65535 for v in lab):
+            color = dicom_lab_to_rgb([int(v) for v in lab])
+        else:
+            logger.warning("Segment %d has an invalid Recommended Display CIELab Value %s; ignored.", number, lab)
+    algorithm_type = SegmentAlgorithmType.MANUAL
+    try:
+        algorithm_type = SegmentAlgorithmType(str(item.get("SegmentAlgorithmType", "MANUAL")).strip().upper())
+    except ValueError:
+        logger.warning("Segment %d has unknown Segment Algorithm Type %r; read as MANUAL.", number,
+                       item.get("SegmentAlgorithmType"))
+    algorithm_name = item.get("SegmentAlgorithmName") or None
+    algorithm_version = None
+    algorithm_family = None
+    identification = item.get("SegmentationAlgorithmIdentificationSequence")
+    if identification:
+        algorithm_version = identification[0].get("AlgorithmVersion") or None
+        algorithm_family = _first_code(identification[0], "AlgorithmFamilyCodeSequence")
+        algorithm_name = algorithm_name or identification[0].get("AlgorithmName") or None
+    tracking_id = item.get("TrackingID") or None
+    tracking_uid = item.get("TrackingUID") or None
+    if (tracking_id is None) != (tracking_uid is None):
+        logger.warning("Segment %d has only one of Tracking ID and Tracking UID; both ignored.", number)
+        tracking_id = tracking_uid = None
+    kwargs = {} if color is None else {"color": tuple(color)}
+    return Segment(
+        label_value=number,
+        name=str(item.get("SegmentLabel", "") or ""),
+        terminology=terminology_from_description(item),
+        algorithm_type=algorithm_type,
+        algorithm_name=str(algorithm_name) if algorithm_name else None,
+        algorithm_version=str(algorithm_version) if algorithm_version else None,
+        algorithm_family=algorithm_family,
+        description=str(item.get("SegmentDescription")) if item.get("SegmentDescription") else None,
+        tracking_id=str(tracking_id) if tracking_id else None,
+        tracking_uid=str(tracking_uid) if tracking_uid else None,
+        **kwargs,
+    )
