@@ -79,6 +79,14 @@ class TransferSyntax(enum.Enum):
         """Raise MissingCodecError naming the pip package if this syntax cannot be decoded here."""
         _require(self._info.decoder_modules, f"read {self.label}")
 
+    def missing_encoder_packages(self) -> list[str]:
+        """pip packages needed to encode this syntax that are not installed here (empty if none)."""
+        return [package for module, package in self._info.encoder_modules if importlib.util.find_spec(module) is None]
+
+    def missing_decoder_packages(self) -> list[str]:
+        """pip packages needed to decode this syntax that are not installed here (empty if none)."""
+        return [package for module, package in self._info.decoder_modules if importlib.util.find_spec(module) is None]
+
 
 def _require(modules: tuple[tuple[str, str], ...], purpose: str) -> None:
     for module_name, package in modules:
