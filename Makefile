@@ -6,7 +6,7 @@
 #   make test-compat core tests in .venv-compat, pinned to the packages Slicer 5.12 bundles
 #   make lint        ruff
 #   make bench       the benchmark (bench/run.py)
-#   make fuzz        the long robustness/fuzz tests
+#   make fuzz        fuzz the reader with atheris (FUZZ_SECONDS=300)
 #   make clean       caches and outputs; `make distclean` also removes the virtual environments
 #
 # Every target installs what it needs first (idempotent; a no-op when already done):
@@ -117,9 +117,11 @@ lint: setup-python
 bench: setup
 	$(PY) bench/run.py $(BENCH_ARGS)
 
+# Coverage-guided fuzzing of the reader with atheris (installed on demand: the `fuzz` extra).
+FUZZ_SECONDS ?= 300
 fuzz: setup
-	@if [ -f Testing/fuzz.py ]; then $(PY) Testing/fuzz.py $(FUZZ_ARGS); \
-	else $(MAKE) --no-print-directory test-all PYTEST_ARGS="-k fuzz $(FUZZ_ARGS)"; fi
+	@$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install --quiet -e ".[fuzz]"
+	$(PY) Testing/fuzz_reader.py -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS)
 
 ## ---- cleanup -------------------------------------------------------------------------------------
 
