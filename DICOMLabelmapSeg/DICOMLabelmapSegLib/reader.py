@@ -344,7 +344,13 @@ def _sop_class_name(ds: Dataset) -> str:
 
 
 def _check_sop_class(ds: Dataset, what: str) -> None:
-    if _sop_class(ds) not in _SEG_SOP_CLASSES:
+    uid = _sop_class(ds)
+    if not uid or not pydicom.uid.UID(uid).is_valid:
+        raise InvalidDicomFileError(
+            f"{what} has no valid SOP Class UID (found {uid!r}); the file is truncated or is not a DICOM "
+            "Segmentation. Give a complete SEG file."
+        )
+    if uid not in _SEG_SOP_CLASSES:
         raise UnsupportedSegmentationError(
             f"{what} is {_sop_class_name(ds)}, not a DICOM Segmentation (Label Map Segmentation Storage or "
             "Segmentation Storage). Give a SEG file."

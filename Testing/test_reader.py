@@ -1,0 +1,724 @@
+"""Tests of reader.py / pixels.py: real SEG files of other tools, edited variants, and bad input.
+
+References are independent of our reader: dcmqi's own NRRD exports of its test SEGs
+(read with pynrrd) and highdicom's decoding of its test SEGs.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import logging
+import shutil
+import tracemalloc
+from pathlib import Path
+
+import highdicom as hd
+import nrrd
+import numpy as np
+import pydicom
+import pytest
+from corruptions import message_problems
+from DICOMLabelmapSegLib import (
+    Code,
+    CorruptPixelDataError,
+    GeometryMismatchError,
+    ImplausibleSizeError,
+    InvalidDicomFileError,
+    LabelmapSegError,
+    MissingCodecError,
+    SegmentAlgorithmType,
+    SegmentationType,
+    UndescribedLabelError,
+    UnsupportedSegmentationError,
+)
+from DICOMLabelmapSegLib.color import rgb_to_dicom_lab
+from DICOMLabelmapSegLib.reader import describe, read_segmentation, read_segmentations
+from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate, generate_frames
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGLSLossless,
+    RLELossless,
+    generate_uid,
+)
+
+LIVER = Code("10200004", "SCT", "Liver")
+TISSUE = Code("85756007", "SCT", "Tissue")
+COMPRESSED = [JPEGLSLossless, RLELossless, JPEG2000Lossless]
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def nrrd_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A NRRD file as ``[k, j, i]`` array and (k, j, i) -> LPS affine (independent of our code)."""
+    data, header = nrrd.read(str(path))
+    assert header["space"] == "left-posterior-superior"
+    affine = np.eye(4)
+    affine[:3, :3] = np.asarray(header["space directions"], dtype=float).T[:, ::-1]
+    affine[:3, 3] = header["space origin"]
+    return np.ascontiguousarray(data.transpose(2, 1, 0)), affine
+
+
+def aligned(labels: np.ndarray, affine: np.ndarray, reference_affine: np.ndarray) -> np.ndarray:
+    """``labels`` re-indexed onto a reference grid that differs by axis flips only (asserted)."""
+    mapping = np.linalg.inv(reference_affine) @ affine
+    signs = np.sign(np.round(np.diag(mapping[:3, :3])))
+    assert np.allclose(mapping[:3, :3], np.diag(signs), atol=1e-4), "grids differ by more than axis flips"
+    flips = tuple(slice(None, None, -1) if s < 0 else slice(None) for s in signs)
+    flipped = labels[flips]
+    new_affine = affine.copy()
+    for axis, s in enumerate(signs):
+        if s < 0:
+            new_affine[:3, 3] += affine[:3, axis] * (labels.shape[axis] - 1)
+            new_affine[:3, axis] *= -1
+    assert np.allclose(new_affine, reference_affine, atol=1e-3)
+    return flipped
+
+
+def assert_good_message(error: BaseException) -> None:
+    assert isinstance(error, LabelmapSegError)
+    assert message_problems(str(error)) == [], str(error)
+
+
+def save(ds: Dataset, path: Path) -> Path:
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def frames_of(ds: Dataset) -> np.ndarray:
+    """Pixel frames ``(frames, rows, columns)`` decoded by pydicom (the independent decoder)."""
+    array = ds.pixel_array
+    return array.reshape(int(ds.NumberOfFrames), int(ds.Rows), int(ds.Columns))
+
+
+def set_frames(ds: Dataset, frames: np.ndarray, syntax: str = ExplicitVRLittleEndian) -> Dataset:
+    """Replace the pixel data with ``frames`` (uint8/uint16), encoded in ``syntax`` by pydicom's encoders."""
+    frames = np.ascontiguousarray(frames)
+    bits = frames.dtype.itemsize * 8
+    ds.BitsAllocated = ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.NumberOfFrames = frames.shape[0]
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.PixelData = frames.tobytes()
+    ds["PixelData"].VR = "OB" if bits == 8 else "OW"
+    if syntax == DeflatedExplicitVRLittleEndian:
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    elif syntax == JPEG2000Lossless:  # openjpeg's 6 resolutions need >= 32 pixels a side: use Pillow
+        ds.PixelData = encapsulate([j2k_frame(frame) for frame in frames])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    elif syntax != ExplicitVRLittleEndian:
+        ds.compress(syntax, frames if frames.shape[0] > 1 else frames[0], generate_instance_uid=False)
+    return ds
+
+
+def j2k_frame(frame: np.ndarray) -> bytes:
+    """A lossless JPEG 2000 codestream of one frame, encoded by Pillow (OpenJPEG)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    if frame.dtype == np.uint8:
+        image = Image.fromarray(frame)
+    else:
+        image = Image.frombytes("I;16", (frame.shape[1], frame.shape[0]), frame.astype("<u2").tobytes())
+    resolutions = min(6, int(np.log2(min(frame.shape))) + 1)
+    image.save(buffer, format="JPEG2000", irreversible=False, num_resolutions=resolutions, no_jp2=True)
+    data = buffer.getvalue()
+    return data + b"\x00" * (len(data) % 2)
+
+
+def sparse(data_dir: Path, kind: str = "noppv") -> Dataset:
+    return pydicom.dcmread(data_dir / "dcmqi" / f"sparse-labelmap-{kind}.dcm")
+
+
+def segment_item(number: int, name: str, rgb: tuple[int, int, int] | None = (10, 200, 30)) -> Dataset:
+    item = Dataset()
+    item.SegmentNumber = number
+    item.SegmentLabel = name
+    item.SegmentAlgorithmType = "MANUAL"
+    category, type_item = Dataset(), Dataset()
+    category.CodeValue, category.CodingSchemeDesignator, category.CodeMeaning = "85756007", "SCT", "Tissue"
+    type_item.CodeValue, type_item.CodingSchemeDesignator, type_item.CodeMeaning = "85756007", "SCT", "Tissue"
+    item.SegmentedPropertyCategoryCodeSequence = [category]
+    item.SegmentedPropertyTypeCodeSequence = [type_item]
+    if rgb is not None:
+        item.RecommendedDisplayCIELabValue = list(rgb_to_dicom_lab(rgb))
+    return item
+
+
+def frame_positions(ds: Dataset) -> list:
+    return [group.PlanePositionSequence[0] for group in ds.PerFrameFunctionalGroupsSequence]
+
+
+# ---------------------------------------------------------------------------- dcmqi LABELMAP
+
+
+@pytest.mark.parametrize("kind", ["noppv", "ppv5"])
+def test_dcmqi_sparse_labelmap_matches_dcmqi_nrrd(data_dir: Path, kind: str) -> None:
+    segmentation = read_segmentation(data_dir / "dcmqi" / f"sparse-labelmap-{kind}.dcm")
+    reference, reference_affine = nrrd_volume(data_dir / "dcmqi" / f"sparse_labelmap_{kind}_seg.nrrd")
+    # dcmqi fills the slice without a frame with the padding value (5) or 0; in the model it is background.
+    reference = np.where(reference == 5, 0, reference)
+    assert segmentation.geometry.shape == (3, 38, 24)
+    assert segmentation.geometry.same_as(type(segmentation.geometry)((3, 38, 24), reference_affine))
+    assert len(segmentation.layers) == 1
+    layer = segmentation.layers[0]
+    assert layer.labels.dtype == np.uint8
+    np.testing.assert_array_equal(layer.labels, reference)
+    assert not layer.labels[1].any(), "the gap slice must be background"
+    # Segment 0 'Background' is not a model segment.
+    assert [s.label_value for s in layer.segments] == [1]
+    liver = layer.segments[0]
+    assert liver.name == "Liver"
+    assert liver.description == "Liver Segmentation"
+    assert liver.algorithm_type == SegmentAlgorithmType.SEMIAUTOMATIC
+    assert liver.algorithm_name == "SlicerEditor"
+    assert liver.tracking_id == "Liver" and liver.tracking_uid == "1.2.3"
+    assert liver.terminology.category.same_concept(TISSUE)
+    assert liver.terminology.type.same_concept(LIVER)
+    assert liver.color == (221, 130, 101)  # Slicer's liver color, from CIELab (41661, 41167, 40792)
+    assert segmentation.geometry.frame_of_reference_uid == (
+        "1.2.826.0.1.3680043.2.1125.1.91107089595205807043185863214762603"
+    )
+
+
+def test_dcmqi_sparse_labelmap_series_info_and_references(data_dir: Path) -> None:
+    segmentation = read_segmentation(data_dir / "dcmqi" / "sparse-labelmap-ppv5.dcm")
+    info = segmentation.series_info
+    assert info.segmentation_type == SegmentationType.LABELMAP
+    assert info.series_number == 300
+    assert info.content_label == "DCMQI"
+    assert info.content_creator_name == "Doe^John"
+    assert info.patient_id == "123456"
+    assert info.transfer_syntax_uids == (ExplicitVRLittleEndian,)
+    assert info.sop_instance_uids == ("1.2.276.0.7230010.3.1.4.8323329.114908.1781279372.413280",)
+    assert not info.palette_color
+    referenced = segmentation.referenced_series
+    assert referenced.series_instance_uid == "1.2.826.0.1.3680043.2.1125.1.9881642883347102869241902700569139"
+    assert referenced.sop_class_uid == pydicom.uid.CTImageStorage
+    assert len(referenced.sop_instance_uids) == 2
+    assert referenced.study_instance_uid == info.study_instance_uid
+
+
+def test_describe_reports_headers_without_pixels(data_dir: Path, tmp_path: Path) -> None:
+    ds = sparse(data_dir, "ppv5")
+    del ds.PixelData  # describe must not need (or decode) pixel data
+    path = save(ds, tmp_path / "no-pixels.dcm")
+    (description,) = describe(path)
+    assert description.problem is None
+    assert description.geometry.shape == (3, 38, 24)
+    assert [s.name for s in description.segments] == ["Liver"]
+    (layer,) = description.layers
+    assert layer.pixel_padding_value == 5 and layer.number_of_frames == 2 and layer.bits_allocated == 8
+    assert layer.transfer_syntax == "Uncompressed (explicit VR little endian)"
+    summary = description.to_dict()
+    assert summary["segmentation_type"] == "LABELMAP"
+    assert summary["layers"][0]["segments"][0]["type"]["meaning"] == "Liver"
+    assert summary["referenced_series"]["instances"] == 2
+    with pytest.raises(InvalidDicomFileError, match="no Pixel Data"):
+        read_segmentation(path)
+
+
+# ---------------------------------------------------------------------------- dcmqi / highdicom BINARY
+
+
+def test_dcmqi_liver_binary_matches_nrrd(data_dir: Path) -> None:
+    segmentation = read_segmentation(data_dir / "dcmqi" / "liver.dcm")
+    reference, reference_affine = nrrd_volume(data_dir / "dcmqi" / "liver_seg.nrrd")
+    (layer,) = segmentation.layers
+    np.testing.assert_array_equal(aligned(layer.labels, segmentation.geometry.affine, reference_affine), reference)
+    assert [(s.label_value, s.name) for s in layer.segments] == [(1, "Liver")]
+    # An old dcmqi file: SNOMED RT codes are read as written.
+    assert layer.segments[0].terminology.type.same_concept(Code("T-62000", "SRT", "Liver"))
+    assert segmentation.series_info.segmentation_type == SegmentationType.BINARY
+    assert len(segmentation.referenced_series.sop_instance_uids) == 3
+
+
+def test_dcmqi_partial_overlaps_packed_into_three_layers(data_dir: Path) -> None:
+    segmentation = read_segmentation(data_dir / "dcmqi" / "partial_overlaps.dcm")
+    # Greedy packing: segments 1, 4, 5 do not overlap; 2 and 3 overlap segment 1 (and each other).
+    assert [[s.label_value for s in layer.segments] for layer in segmentation.layers] == [[1, 4, 5], [2], [3]]
+    assert [s.name for s in segmentation.segments] == ["GREEN", "LIGHT_BLUE", "DARK_BLUE", "ORANGE", "PURPLE"]
+    for index, layer in enumerate(segmentation.layers):
+        # dcmqi's own export of this SEG wrote one NRRD per non-overlapping group, the same grouping.
+        reference, reference_affine = nrrd_volume(data_dir / "dcmqi" / f"partial_overlaps-{index + 1}.nrrd")
+        np.testing.assert_array_equal(aligned(layer.labels, segmentation.geometry.affine, reference_affine), reference)
+
+
+@pytest.mark.parametrize("size", ["23x38x3", "24x38x3"])
+def test_dcmqi_odd_sized_binary_matches_nrrd(data_dir: Path, size: str) -> None:
+    # 23 columns: BINARY frames are bit-packed across frame boundaries.
+    segmentation = read_segmentation(data_dir / "dcmqi" / size / "seg" / "label.seg")
+    reference, reference_affine = nrrd_volume(data_dir / "dcmqi" / size / "nrrd" / "label.nrrd")
+    labels = aligned(segmentation.layers[0].labels, segmentation.geometry.affine, reference_affine)
+    np.testing.assert_array_equal(labels, reference)
+
+
+def highdicom_reference(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """highdicom's decoding: (segments, k, j, i) masks in our slice order, and its affine."""
+    seg = hd.seg.segread(str(path))
+    volume = seg.get_volume(combine_segments=False, allow_missing_positions=True)
+    return volume.array, volume.affine
+
+
+@pytest.mark.parametrize(
+    "name", ["seg_image_ct_binary", "seg_image_ct_binary_overlap", "seg_image_ct_binary_single_frame"]
+)
+def test_highdicom_binary_matches_highdicom(data_dir: Path, name: str) -> None:
+    path = data_dir / "highdicom" / f"{name}.dcm"
+    segmentation = read_segmentation(path)
+    masks, affine = highdicom_reference(path)
+    masks = np.moveaxis(masks, -1, 0) if masks.ndim == 4 else masks[None]
+    seg = hd.seg.segread(str(path))
+    numbers = list(seg.segment_numbers)
+    assert sorted(s.label_value for s in segmentation.segments) == numbers
+    for number, mask in zip(numbers, masks):
+        layer = next(layer for layer in segmentation.layers if layer.segment_for_label(number))
+        ours = aligned(layer.labels == number, segmentation.geometry.affine, affine)
+        np.testing.assert_array_equal(ours, mask.astype(bool))
+    # Overlapping segments must land in different layers, and a layer's segments never overlap.
+    for layer in segmentation.layers:
+        layer.validate(segmentation.geometry.shape)
+
+
+def test_highdicom_overlap_needs_two_layers(data_dir: Path) -> None:
+    segmentation = read_segmentation(data_dir / "highdicom" / "seg_image_ct_binary_overlap.dcm")
+    assert [[s.label_value for s in layer.segments] for layer in segmentation.layers] == [[1], [2]]
+
+
+@pytest.mark.parametrize("name", ["seg_image_ct_true_fractional", "seg_image_ct_binary_fractional"])
+def test_fractional_is_thresholded_with_warning(data_dir: Path, name: str, caplog: pytest.LogCaptureFixture) -> None:
+    path = data_dir / "highdicom" / f"{name}.dcm"
+    ds = pydicom.dcmread(path)
+    values = frames_of(ds)
+    with caplog.at_level(logging.WARNING, logger="DICOMLabelmapSegLib.reader"):
+        segmentation = read_segmentation(path)
+    assert any("FRACTIONAL" in record.getMessage() for record in caplog.records)
+    labels = segmentation.layers[0].labels
+    maximum = int(ds.MaximumFractionalValue)
+    assert np.count_nonzero(labels) == np.count_nonzero(values >= 0.5 * maximum)
+    low = read_segmentation(path, fractional_threshold=0.1).layers[0].labels
+    high = read_segmentation(path, fractional_threshold=0.9).layers[0].labels
+    assert np.count_nonzero(low) == np.count_nonzero(values >= 0.1 * maximum)
+    assert np.count_nonzero(high) == np.count_nonzero(values >= 0.9 * maximum)
+    assert np.all(high <= labels) and np.all(labels <= low)
+
+
+def test_projection_radiograph_binary_reads_as_one_slice(data_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = data_dir / "highdicom" / "seg_image_cr_binary.dcm"
+    with caplog.at_level(logging.WARNING):
+        segmentation = read_segmentation(path)
+    assert "no patient coordinates" in caplog.text
+    assert segmentation.geometry.shape == (1, 16, 16)
+    np.testing.assert_array_equal(segmentation.layers[0].labels[0], pydicom.dcmread(path).pixel_array)
+
+
+# ---------------------------------------------------------------------------- highdicom slide microscopy
+
+
+SLIDE_FILES = [
+    "seg_image_sm_control",
+    "seg_image_sm_control_labelmap",
+    "seg_image_sm_control_labelmap_palette_color",
+    "seg_image_sm_dots",
+    "seg_image_sm_dots_tiled_full",
+    "seg_image_sm_numbers",
+]
+
+
+@pytest.mark.parametrize("name", SLIDE_FILES)
+def test_slide_microscopy_is_unsupported_with_clear_message(data_dir: Path, name: str) -> None:
+    path = data_dir / "highdicom" / f"{name}.dcm"
+    with pytest.raises(UnsupportedSegmentationError, match="slide microscopy") as caught:
+        read_segmentation(path)
+    assert_good_message(caught.value)
+    (description,) = describe(path)
+    assert description.geometry is None and "slide microscopy" in description.problem
+    assert len(description.segments) == len(pydicom.dcmread(path, stop_before_pixels=True).SegmentSequence) - (
+        1 if "labelmap" in name else 0
+    )
+
+
+def test_highdicom_palette_color_labelmap_colors_from_lut(data_dir: Path) -> None:
+    path = data_dir / "highdicom" / "seg_image_sm_control_labelmap_palette_color.dcm"
+    (description,) = describe(path)
+    assert description.series_info.palette_color
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    lut = pydicom.pixels.apply_color_lut(np.arange(22, dtype=np.uint8), ds)
+    colors = {s.label_value: s.color for s in description.segments}
+    assert 0 not in colors  # background
+    assert colors == {n: tuple(int(c) for c in lut[n]) for n in range(1, 21)}
+    assert colors[1] == (255, 0, 191)
+
+
+# ---------------------------------------------------------------------------- transfer syntaxes and edits
+
+
+def sparse_uint16(data_dir: Path) -> Dataset:
+    """The dcmqi sparse labelmap made 16-bit with a second segment numbered 300."""
+    ds = sparse(data_dir)
+    frames = frames_of(ds).astype(np.uint16)
+    frames[1, 5:9, 3:7] = 300
+    ds.SegmentSequence.append(segment_item(300, "three hundred"))
+    return set_frames(ds, frames)
+
+
+@pytest.mark.parametrize(
+    "syntax", [ExplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, JPEGLSLossless, RLELossless, JPEG2000Lossless]
+)
+@pytest.mark.parametrize("bits", [8, 16])
+def test_transfer_syntaxes_decode_identically(data_dir: Path, tmp_path: Path, syntax: str, bits: int) -> None:
+    ds = sparse(data_dir) if bits == 8 else sparse_uint16(data_dir)
+    expected = frames_of(ds)
+    set_frames(ds, expected, syntax)
+    path = save(ds, tmp_path / "seg.dcm")
+    segmentation = read_segmentation(path)
+    labels = segmentation.layers[0].labels
+    assert labels.dtype == (np.uint8 if bits == 8 else np.uint16)
+    np.testing.assert_array_equal(labels[[0, 2]], expected)
+    assert not labels[1].any()
+    assert segmentation.series_info.transfer_syntax_uids == (syntax,)
+    # pydicom's own decoder (pylibjpeg plugins) agrees with our direct codec calls.
+    np.testing.assert_array_equal(frames_of(pydicom.dcmread(path)), expected)
+
+
+def test_frames_placed_by_position_not_order(data_dir: Path, tmp_path: Path) -> None:
+    ds = sparse(data_dir)
+    frames = frames_of(ds).copy()
+    frames[0, 0, 0] = 1  # make the frames distinguishable
+    forward = read_segmentation(set_frames(copy.deepcopy(ds), frames))
+    ds.PerFrameFunctionalGroupsSequence = list(reversed(ds.PerFrameFunctionalGroupsSequence))
+    backward = read_segmentation(save(set_frames(ds, frames[::-1].copy(), JPEGLSLossless), tmp_path / "rev.dcm"))
+    # Same voxels in space: the slice axis follows the file's frame order, voxels follow positions.
+    np.testing.assert_array_equal(
+        aligned(backward.layers[0].labels, backward.geometry.affine, forward.geometry.affine), forward.layers[0].labels
+    )
+    assert backward.geometry.affine[2, 0] == pytest.approx(-2.5)
+    assert forward.geometry.affine[2, 0] == pytest.approx(2.5)
+
+
+def test_oblique_sheared_positions_give_exact_affine(data_dir: Path) -> None:
+    ds = sparse(data_dir)
+    rotation = np.array([[0.8, -0.6, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]])
+    row, column = rotation @ [1, 0, 0], rotation @ [0, 0, 1]
+    ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient = [*row, *column]
+    step = np.cross(row, column) * 2.5 + 0.3 * row  # not along the normal
+    origin = np.array([10.0, -20.0, 30.0])
+    for k, position in zip((0, 2), frame_positions(ds)):
+        position.ImagePositionPatient = [float(v) for v in origin + k * step]
+    segmentation = read_segmentation(ds)
+    affine = segmentation.geometry.affine
+    np.testing.assert_allclose(affine[:3, 0], step, atol=1e-6)
+    np.testing.assert_allclose(affine[:3, 1], column * 0.7, atol=1e-9)
+    np.testing.assert_allclose(affine[:3, 2], row * 0.7, atol=1e-9)
+    np.testing.assert_allclose(affine[:3, 3], origin, atol=1e-6)
+
+
+def test_spacing_from_positions_without_spacing_between_slices(data_dir: Path) -> None:
+    ds = sparse(data_dir)
+    del ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].SpacingBetweenSlices
+    segmentation = read_segmentation(ds)
+    # Only two frames 5 mm apart: without Spacing Between Slices the smallest step is 5 mm.
+    assert segmentation.geometry.shape == (2, 38, 24)
+    assert segmentation.geometry.spacing[0] == pytest.approx(5.0)
+
+
+def layer_dataset(ds: Dataset, instance_number: int, z_values: list[float], frames: np.ndarray) -> Dataset:
+    """A second instance of the same series with frames at other z positions."""
+    other = copy.deepcopy(ds)
+    other.SOPInstanceUID = other.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    other.InstanceNumber = instance_number
+    groups = [copy.deepcopy(other.PerFrameFunctionalGroupsSequence[0]) for _ in z_values]
+    for group, z in zip(groups, z_values):
+        x, y, _ = group.PlanePositionSequence[0].ImagePositionPatient
+        group.PlanePositionSequence[0].ImagePositionPatient = [x, y, z]
+    other.PerFrameFunctionalGroupsSequence = groups
+    return set_frames(other, frames)
+
+
+def test_layers_on_one_grid_union_their_extents(data_dir: Path) -> None:
+    ds = sparse(data_dir)
+    frames = frames_of(ds)
+    second = layer_dataset(ds, 2, [-175.25, -170.25], frames)  # the gap slice and one beyond the end
+    segmentation = read_segmentation([second, ds])  # given out of order: layers follow Instance Number
+    assert segmentation.geometry.shape == (4, 38, 24)
+    first_layer, second_layer = (layer.labels for layer in segmentation.layers)
+    np.testing.assert_array_equal(first_layer[[0, 2]], frames)
+    assert not first_layer[[1, 3]].any()
+    np.testing.assert_array_equal(second_layer[[1, 3]], frames)
+    assert not second_layer[[0, 2]].any()
+    assert segmentation.series_info.sop_instance_uids == (ds.SOPInstanceUID, second.SOPInstanceUID)
+
+
+def test_layers_on_different_grids_are_rejected(data_dir: Path) -> None:
+    ds = sparse(data_dir)
+    second = layer_dataset(ds, 2, [-176.0], frames_of(ds)[:1])  # 1.75 mm off the 2.5 mm grid
+    with pytest.raises(GeometryMismatchError, match="grid") as caught:
+        read_segmentation([ds, second])
+    assert_good_message(caught.value)
+    third = layer_dataset(ds, 3, [-177.75], frames_of(ds)[:1, :, :20].copy())
+    third.Columns = 20
+    with pytest.raises(GeometryMismatchError, match="one geometry"):
+        read_segmentation([ds, third])
+
+
+def test_read_segmentations_groups_series_and_skips_other_files(data_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "mixed"
+    (folder / "sub").mkdir(parents=True)
+    shutil.copy(data_dir / "dcmqi" / "sparse-labelmap-noppv.dcm", folder / "a.dcm")
+    shutil.copy(data_dir / "dcmqi" / "liver.dcm", folder / "sub" / "b.dcm")
+    shutil.copy(data_dir / "highdicom" / "ct_image.dcm", folder / "ct.dcm")  # not a SEG: skipped
+    (folder / "notes.txt").write_text("not DICOM")
+    segmentations = read_segmentations(folder)
+    assert sorted(s.series_info.segmentation_type.value for s in segmentations) == ["BINARY", "LABELMAP"]
+    with pytest.raises(UnsupportedSegmentationError, match="read_segmentations") as caught:
+        read_segmentation(folder)
+    assert_good_message(caught.value)
+    assert len(describe(folder)) == 2
+    # A Dataset, a list of Datasets and a list of paths are sources too.
+    ds = pydicom.dcmread(folder / "a.dcm")
+    assert read_segmentation(ds).geometry.shape == (3, 38, 24)
+    assert read_segmentation([ds, ds]).geometry.shape == (3, 38, 24)  # the same instance twice counts once
+    assert read_segmentation([folder / "a.dcm"]).geometry.shape == (3, 38, 24)
+
+
+def palette_dataset(data_dir: Path, bits: int) -> Dataset:
+    ds = sparse(data_dir)
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    del ds.SegmentSequence[1].RecommendedDisplayCIELabValue
+    red, green, blue = np.array([0, 250]), np.array([0, 17]), np.array([0, 99])
+    for name, values in (("Red", red), ("Green", green), ("Blue", blue)):
+        setattr(ds, f"{name}PaletteColorLookupTableDescriptor", [2, 0, bits])
+        data = values.astype(np.uint8) if bits == 8 else (values * 257).astype("<u2")
+        setattr(ds, f"{name}PaletteColorLookupTableData", data.tobytes())
+    return ds
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_palette_color_lut_gives_segment_colors(data_dir: Path, bits: int) -> None:
+    segmentation = read_segmentation(palette_dataset(data_dir, bits))
+    assert segmentation.series_info.palette_color
+    assert segmentation.segments[0].color == (250, 17, 99)
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"hello, not DICOM\n" * 50, b"\x89PNG\r\n\x1a\n" + bytes(300), bytes(128) + b"DICM", bytes(4096)],
+    ids=["empty", "text", "png", "preamble-only", "zeros"],
+)
+def test_non_dicom_bytes_are_rejected(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.dcm"
+    path.write_bytes(content)
+    with pytest.raises(InvalidDicomFileError) as caught:
+        read_segmentation(path)
+    assert_good_message(caught.value)
+    with pytest.raises(InvalidDicomFileError):
+        describe(path)
+
+
+def test_missing_path_and_empty_folder(tmp_path: Path) -> None:
+    with pytest.raises(InvalidDicomFileError, match="does not exist"):
+        read_segmentation(tmp_path / "nothing.dcm")
+    with pytest.raises(InvalidDicomFileError, match="No DICOM Segmentation"):
+        read_segmentation(tmp_path)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, JPEGLSLossless, RLELossless])
+@pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9, 0.995])
+def test_truncated_files_are_rejected(data_dir: Path, tmp_path: Path, syntax: str, fraction: float) -> None:
+    ds = sparse(data_dir)
+    set_frames(ds, frames_of(ds), syntax)
+    data = save(ds, tmp_path / "whole.dcm").read_bytes()
+    path = tmp_path / "cut.dcm"
+    path.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(InvalidDicomFileError) as caught:
+        read_segmentation(path)
+    assert_good_message(caught.value)
+
+
+def test_wrong_sop_class_is_unsupported(data_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedSegmentationError, match="CT Image Storage") as caught:
+        read_segmentation(data_dir / "highdicom" / "ct_image.dcm")
+    assert_good_message(caught.value)
+    ds = sparse(data_dir)
+    ds.SegmentationType = "SPARSE"
+    with pytest.raises(UnsupportedSegmentationError, match="SPARSE"):
+        read_segmentation(ds)
+    ds = sparse(data_dir)
+    ds.SegmentationType = "BINARY"  # BINARY in Label Map Segmentation Storage
+    with pytest.raises(UnsupportedSegmentationError):
+        read_segmentation(ds)
+
+
+@pytest.mark.parametrize(
+    "keyword",
+    ["SegmentSequence", "Rows", "Columns", "SeriesInstanceUID", "SegmentationType", "PerFrameFunctionalGroupsSequence",
+     "BitsAllocated"],
+)
+def test_missing_mandatory_attributes(data_dir: Path, tmp_path: Path, keyword: str) -> None:
+    ds = sparse(data_dir)
+    delattr(ds, keyword)
+    with pytest.raises(InvalidDicomFileError) as caught:
+        read_segmentation(save(ds, tmp_path / "seg.dcm"))
+    assert_good_message(caught.value)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    ["orientation", "spacing", "position", "segment-number"],
+)
+def test_missing_nested_attributes(data_dir: Path, edit: str) -> None:
+    ds = sparse(data_dir)
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    if edit == "orientation":
+        del shared.PlaneOrientationSequence
+    elif edit == "spacing":
+        del shared.PixelMeasuresSequence[0].PixelSpacing
+    elif edit == "position":
+        del frame_positions(ds)[1].ImagePositionPatient
+    else:
+        del ds.SegmentSequence[1].SegmentNumber
+    with pytest.raises(InvalidDicomFileError) as caught:
+        read_segmentation(ds)
+    assert_good_message(caught.value)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, JPEGLSLossless])
+@pytest.mark.parametrize("delta", [-1, +1])
+def test_number_of_frames_must_match(data_dir: Path, syntax: str, delta: int) -> None:
+    ds = sparse(data_dir)
+    set_frames(ds, frames_of(ds), syntax)
+    ds.NumberOfFrames = 2 + delta
+    with pytest.raises(InvalidDicomFileError, match="per-frame functional groups"):
+        read_segmentation(ds)
+    # With matching per-frame groups, the pixel data itself disagrees.
+    groups = list(ds.PerFrameFunctionalGroupsSequence)
+    if delta > 0:
+        extra = copy.deepcopy(groups[0])
+        extra.PlanePositionSequence[0].ImagePositionPatient = [46.464901, 5.0188098, -167.75]
+        groups.append(extra)
+    else:
+        groups = groups[:1]
+    ds.PerFrameFunctionalGroupsSequence = groups
+    with pytest.raises(CorruptPixelDataError) as caught:
+        read_segmentation(ds)
+    assert_good_message(caught.value)
+
+
+@pytest.mark.parametrize("syntax", COMPRESSED)
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_compressed_frames(data_dir: Path, syntax: str, damage: str) -> None:
+    ds = sparse(data_dir)
+    set_frames(ds, frames_of(ds), syntax)
+    frames = list(generate_frames(ds.PixelData, number_of_frames=2))
+    if damage == "truncate":
+        frames[1] = frames[1][: len(frames[1]) // 3]
+    else:
+        frames[1] = bytes(np.random.default_rng(3).integers(0, 256, len(frames[1]), dtype=np.uint8))
+    ds.PixelData = encapsulate([f + b"\x00" * (len(f) % 2) for f in frames])
+    with pytest.raises(CorruptPixelDataError) as caught:
+        read_segmentation(ds)
+    assert_good_message(caught.value)
+
+
+def test_jpeg_ls_frame_of_wrong_size_is_corrupt(data_dir: Path) -> None:
+    ds = sparse(data_dir)
+    set_frames(ds, frames_of(ds), JPEGLSLossless)
+    ds.Rows = 37  # the frames are 38 rows
+    ds.PerFrameFunctionalGroupsSequence = ds.PerFrameFunctionalGroupsSequence  # unchanged
+    with pytest.raises(CorruptPixelDataError, match="Frame 1"):
+        read_segmentation(ds)
+
+
+def test_undescribed_label_values_are_rejected(data_dir: Path) -> None:
+    ds = sparse(data_dir)
+    frames = frames_of(ds).copy()
+    frames[0, 0, :3] = [7, 8, 9]
+    set_frames(ds, frames, JPEGLSLossless)
+    with pytest.raises(UndescribedLabelError, match="7, 8, 9") as caught:
+        read_segmentation(ds)
+    assert_good_message(caught.value)
+    ds = sparse(data_dir)
+    ds.SegmentSequence = ds.SegmentSequence[:1]  # only 'Background' left
+    with pytest.raises(UndescribedLabelError, match="values 1 "):
+        read_segmentation(ds)
+
+
+def test_binary_frame_referencing_undescribed_segment(data_dir: Path) -> None:
+    ds = pydicom.dcmread(data_dir / "highdicom" / "seg_image_ct_binary_overlap.dcm")
+    ds.PerFrameFunctionalGroupsSequence[5].SegmentIdentificationSequence[0].ReferencedSegmentNumber = 9
+    with pytest.raises(UndescribedLabelError, match="9"):
+        read_segmentation(ds)
+
+
+def test_duplicate_segment_numbers_are_rejected(data_dir: Path) -> None:
+    ds = sparse(data_dir)
+    ds.SegmentSequence.append(copy.deepcopy(ds.SegmentSequence[1]))
+    with pytest.raises(InvalidDicomFileError, match="more than once"):
+        read_segmentation(ds)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, JPEGLSLossless])
+@pytest.mark.parametrize(
+    "sizes", [(65535, 65535, 2_000_000_000), (65535, 65535, 2), (38, 24, 2_000_000_000)], ids=["all", "frame", "frames"]
+)
+def test_absurd_sizes_are_rejected_before_allocating(data_dir: Path, syntax: str, sizes: tuple[int, int, int]) -> None:
+    ds = sparse(data_dir)
+    set_frames(ds, frames_of(ds), syntax)
+    ds.Rows, ds.Columns, ds.NumberOfFrames = sizes
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidDicomFileError) as caught:
+            read_segmentation(ds)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20, f"{peak} bytes allocated for a lying header"
+    assert_good_message(caught.value)
+
+
+def test_positions_spanning_an_absurd_extent(data_dir: Path) -> None:
+    ds = sparse(data_dir)
+    set_frames(ds, frames_of(ds), JPEGLSLossless)
+    frame_positions(ds)[1].ImagePositionPatient = [46.464901, 5.0188098, -177.75 + 2.5e7]
+    with pytest.raises(ImplausibleSizeError, match="sanity limit") as caught:
+        read_segmentation(ds)
+    assert_good_message(caught.value)
+    with pytest.raises(ImplausibleSizeError):
+        read_segmentation(sparse(data_dir), max_voxels=1000)  # a configurable bound
+
+
+def test_geometry_errors(data_dir: Path) -> None:
+    ds = sparse(data_dir)
+    frame_positions(ds)[1].ImagePositionPatient = [46.464901, 5.0188098, -177.75]
+    with pytest.raises(GeometryMismatchError, match="same position"):
+        read_segmentation(ds)
+    ds = sparse(data_dir)
+    ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient = [1, 0, 0, 1, 0, 0]
+    with pytest.raises(GeometryMismatchError):
+        read_segmentation(ds)
+    ds = sparse(data_dir)
+    frame_positions(ds)[0].ImagePositionPatient = ["nan", "0", "1"]
+    with pytest.raises(InvalidDicomFileError, match="Image Position"):
+        read_segmentation(ds)
+
+
+def test_missing_codec_names_the_package(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    ds = sparse(data_dir)
+    set_frames(ds, frames_of(ds), JPEGLSLossless)
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *args: None if name == "jpeg_ls" else real_find_spec(name, *args)
+    )
+    with pytest.raises(MissingCodecError, match="pip install pyjpegls") as caught:
+        read_segmentation(ds)
+    assert_good_message(caught.value)
