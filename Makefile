@@ -94,12 +94,16 @@ demo: setup
 
 # pytest exit code 5 means "no tests collected": reported loudly, but not a failure of the setup.
 define run_pytest
-	@echo "==> $(1) -m pytest $(2)"
+	@echo '==> $(1) -m pytest $(2)'
 	@rc=0; $(1) -m pytest $(2) || rc=$$?; \
 	if [ $$rc = 5 ]; then echo "pytest collected no tests ($(2))"; rc=0; fi; exit $$rc
 endef
 
-test: test-main test-compat
+# Both runs always happen (a failure in the first does not hide the second); fails if either failed.
+test:
+	@rc=0; $(MAKE) --no-print-directory test-main || rc=1; \
+	$(MAKE) --no-print-directory test-compat || rc=1; \
+	if [ $$rc = 0 ]; then echo "==> make test: all passed"; else echo "==> make test: FAILED (see above)"; fi; exit $$rc
 
 test-main: setup
 	$(call run_pytest,$(PY),-m "not slow" $(PYTEST_ARGS))
