@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -314,10 +315,12 @@ def _read_file(path: Path, headers_only: bool) -> Dataset:
             "Give a DICOM SEG file (.dcm)."
         )
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=headers_only)
-        # Element values are parsed lazily; touch the top level now so that damage shows here.
-        for element in ds:
-            _ = element.value
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path, stop_before_pixels=headers_only)
+            # Element values are parsed lazily; touch the top level now so that damage shows here.
+            for element in ds:
+                _ = element.value
     except InvalidDicomError as error:
         raise InvalidDicomFileError(f"'{path.name}' is not a valid DICOM file; give a DICOM SEG file.") from error
     except Exception as error:  # noqa: BLE001 - pydicom raises many types on damaged files
@@ -325,6 +328,13 @@ def _read_file(path: Path, headers_only: bool) -> Dataset:
             f"'{path.name}' is truncated or damaged and cannot be parsed as DICOM ({_brief(error)}). "
             "Copy or export the file again."
         ) from error
+    for warning in caught:
+        text = str(warning.message)
+        if "End of file" in text or "EOF" in text:
+            raise InvalidDicomFileError(
+                f"'{path.name}' is truncated (the file ends inside an element); copy or export it again."
+            )
+        warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return ds
 
 
