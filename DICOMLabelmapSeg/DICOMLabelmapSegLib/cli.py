@@ -365,7 +365,7 @@ def _command_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -
                 palette=args.palette,
                 series_description=args.series_description,
                 series_number=args.series_number,
-                workers=_writer_workers(args.jobs, len(inputs)),
+                workers=_writer_workers(args.jobs, len(inputs), args.syntax),
             )
         )
     return cases
@@ -393,7 +393,7 @@ def _command_import(args: argparse.Namespace, parser: argparse.ArgumentParser) -
             output_is_dir=True,
             output_format=args.format,
             fractional_threshold=args.fractional_threshold,
-            workers=_writer_workers(args.jobs, len(inputs)),
+            workers=args.jobs if len(inputs) == 1 else 1,
         )
         for input_path, name in zip(inputs, _unique_names(inputs))
     ]
@@ -464,7 +464,7 @@ def _command_batch(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
                     palette=_boolean(row.get("palette"), args.palette, where),
                     series_description=row.get("series_description") or args.series_description,
                     series_number=_integer(row.get("series_number"), args.series_number, where),
-                    workers=1,
+                    workers=0,
                 )
             )
         elif command == "import":
@@ -902,9 +902,13 @@ def _is_directory_target(output: str) -> bool:
     return not output.lower().endswith((".seg.nrrd", ".nii.gz", ".nii"))
 
 
-def _writer_workers(jobs: int, cases: int) -> int:
-    """Frame-encoding threads for the writer: all jobs for one case, one each when cases run in parallel."""
-    return jobs if cases == 1 else 1
+def _writer_workers(jobs: int, cases: int, syntax: str) -> int:
+    """Frame-encoding processes for the writer (highdicom): ``jobs`` for a single compressed case, else 0.
+
+    0 encodes in the case's own process: cases running in parallel already use the cores, and
+    uncompressed syntaxes have nothing to encode.
+    """
+    return jobs if cases == 1 and jobs > 1 and TransferSyntax.parse(syntax).is_encapsulated else 0
 
 
 def _split(value: str | None) -> list[str]:

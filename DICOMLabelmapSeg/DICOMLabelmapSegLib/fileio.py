@@ -51,7 +51,6 @@ from .labeltable import (
 from .model import (
     DEFAULT_TERMINOLOGY,
     MAX_LABEL_VALUE,
-    Code,
     Geometry,
     Layer,
     Segment,
@@ -60,7 +59,13 @@ from .model import (
     label_dtype,
     present_labels,
 )
-from .slicerterm import TERMINOLOGY_ENTRY_TAG, format_terminology_entry, parse_terminology_entry
+from .slicerterm import (
+    TERMINOLOGY_ENTRY_TAG,
+    format_code,
+    format_terminology_entry,
+    parse_code,
+    parse_terminology_entry,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,14 +91,14 @@ SEG_NRRD_SUFFIX = ".seg.nrrd"
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 
-#: Segment tags holding model fields that Slicer has no field for.
+#: Segment tags holding model fields that Slicer has no field for (the same tags as :mod:`.mrml`).
 TAG_ALGORITHM_TYPE = "DICOM.SegmentAlgorithmType"
 TAG_ALGORITHM_NAME = "DICOM.SegmentAlgorithmName"
 TAG_ALGORITHM_VERSION = "DICOM.SegmentAlgorithmVersion"
 TAG_ALGORITHM_FAMILY = "DICOM.SegmentAlgorithmFamily"
 TAG_DESCRIPTION = "DICOM.SegmentDescription"
-TAG_TRACKING_ID = "DICOM.TrackingIdentifier"
-TAG_TRACKING_UID = "DICOM.TrackingUniqueIdentifier"
+TAG_TRACKING_ID = "DICOM.TrackingID"
+TAG_TRACKING_UID = "DICOM.TrackingUID"
 
 _LPS_FROM_SPACE = {
     "left-posterior-superior": (1.0, 1.0, 1.0),
@@ -204,7 +209,8 @@ def write_seg_nrrd(segmentation: Segmentation, path: str | os.PathLike[str], com
     """Write ``segmentation`` as a 3D Slicer ``.seg.nrrd`` file (atomically; LPS space).
 
     One layer is written as a 3D volume, several as 4D (``kinds: list domain domain domain``).
-    Segment IDs are ``Segment_<label>`` in layer 0 and ``Segment_<label>_layer<n>`` in others.
+    Segment IDs are ``Segment_<label>`` in the first layer and ``Segment_<label>_layer<n>`` (n = 2, 3, ...)
+    in others, as :mod:`.mrml` names them.
     """
     path = Path(path)
     segmentation.validate(check_pixels=False)
@@ -233,7 +239,7 @@ def write_seg_nrrd(segmentation: Segmentation, path: str | os.PathLike[str], com
     number = 0
     for layer_index, layer in enumerate(segmentation.layers):
         for segment in layer.segments:
-            segment_id = f"Segment_{segment.label_value}" + (f"_layer{layer_index}" if layer_index else "")
+            segment_id = f"Segment_{segment.label_value}" + (f"_layer{layer_index + 1}" if layer_index else "")
             prefix = f"Segment{number}_"
             custom += [
                 (prefix + "Color", " ".join(f"{c / 255:.6g}" for c in segment.color)),
@@ -276,18 +282,27 @@ def _segment_from_fields(fields: Mapping[str, str], index: int, path: Path) -> S
         terminology = None
     algorithm_family = tags.get(TAG_ALGORITHM_FAMILY)
     try:
+        algorithm_type = SegmentAlgorithmType((tags.get(TAG_ALGORITHM_TYPE) or "MANUAL").strip().upper())
+    except ValueError:
+        logger.warning("%s: segment '%s' has an unknown algorithm type; using MANUAL.", path.name, name)
+        algorithm_type = SegmentAlgorithmType.MANUAL
+    tracking_id, tracking_uid = tags.get(TAG_TRACKING_ID) or None, tags.get(TAG_TRACKING_UID) or None
+    if (tracking_id is None) != (tracking_uid is None):
+        logger.warning("%s: segment '%s' has a tracking ID or UID without the other; both ignored.", path.name, name)
+        tracking_id = tracking_uid = None
+    try:
         return Segment(
             label_value=_int_field(fields, "LabelValue", 1, path),
             name=name,
             color=_color_field(fields.get("Color"), path),
             terminology=terminology or DEFAULT_TERMINOLOGY,
-            algorithm_type=SegmentAlgorithmType(tags.get(TAG_ALGORITHM_TYPE, "MANUAL").upper()),
+            algorithm_type=algorithm_type,
             algorithm_name=tags.get(TAG_ALGORITHM_NAME) or None,
             algorithm_version=tags.get(TAG_ALGORITHM_VERSION) or None,
-            algorithm_family=_code_from_tag(algorithm_family) if algorithm_family else None,
+            algorithm_family=parse_code(algorithm_family),
             description=tags.get(TAG_DESCRIPTION) or None,
-            tracking_id=tags.get(TAG_TRACKING_ID) or None,
-            tracking_uid=tags.get(TAG_TRACKING_UID) or None,
+            tracking_id=tracking_id,
+            tracking_uid=tracking_uid,
         )
     except LabelmapSegError as error:
         raise LabelFileError(f"{path.name}: segment {index} ('{name}'): {error}") from None
@@ -296,9 +311,10 @@ def _segment_from_fields(fields: Mapping[str, str], index: int, path: Path) -> S
 
 
 def _segment_tags(segment: Segment) -> str:
-    tags = [(TERMINOLOGY_ENTRY_TAG, format_terminology_entry(segment.terminology))]
-    if segment.algorithm_type is not SegmentAlgorithmType.MANUAL:
-        tags.append((TAG_ALGORITHM_TYPE, segment.algorithm_type.value))
+    tags = [
+        (TERMINOLOGY_ENTRY_TAG, format_terminology_entry(segment.terminology)),
+        (TAG_ALGORITHM_TYPE, segment.algorithm_type.value),
+    ]
     for key, value in (
         (TAG_ALGORITHM_NAME, segment.algorithm_name),
         (TAG_ALGORITHM_VERSION, segment.algorithm_version),
@@ -309,10 +325,9 @@ def _segment_tags(segment: Segment) -> str:
         if value is not None:
             tags.append((key, value))
     if segment.algorithm_family is not None:
-        family = segment.algorithm_family
-        tags.append((TAG_ALGORITHM_FAMILY, f"{family.scheme_designator}^{family.value}^{family.meaning}"))
-    # Slicer splits tags at '|' and ends the list with '|'; keep values on one line without '|'.
-    return "".join(f"{key}:{_escape_tag(value)}|" for key, value in tags)
+        tags.append((TAG_ALGORITHM_FAMILY, format_code(segment.algorithm_family)))
+    # Slicer splits tags at '|' (no escaping) and ends the list with '|'.
+    return "".join(f"{key}:{_tag_value(value)}|" for key, value in tags)
 
 
 def _parse_tags(text: str) -> dict[str, str]:
@@ -320,21 +335,16 @@ def _parse_tags(text: str) -> dict[str, str]:
     for item in text.split("|"):
         if ":" in item:
             key, value = item.split(":", 1)
-            tags[key.strip()] = _unescape_tag(value) if key.startswith("DICOM.") else value
+            tags[key.strip()] = value
     return tags
 
 
-def _escape_tag(value: str) -> str:
-    return value.replace("%", "%25").replace("|", "%7C").replace("\n", "%0A").replace("\r", "%0D")
-
-
-def _unescape_tag(value: str) -> str:
-    return re.sub(r"%(25|7C|0A|0D)", lambda m: chr(int(m.group(1), 16)), value, flags=re.IGNORECASE)
-
-
-def _code_from_tag(text: str) -> Code | None:
-    parts = text.split("^")
-    return Code(parts[1], parts[0], parts[2]) if len(parts) == 3 and parts[0] and parts[1] else None
+def _tag_value(value: str) -> str:
+    """A tag value Slicer can store: one line, no '|' (replaced by '/', as Slicer cannot escape it)."""
+    cleaned = " ".join(value.splitlines()).replace("|", "/")
+    if cleaned != value:
+        logger.warning("Segment tag value %r contains '|' or line breaks; stored as %r.", value, cleaned)
+    return cleaned
 
 
 def _segment_fields(header: Mapping[str, str]) -> dict[int, dict[str, str]]:
