@@ -165,6 +165,17 @@ def geometry_from_source(datasets: Sequence[Dataset]) -> Geometry:
     return Geometry((len(positions), rows, columns), affine, frame_of_reference)
 
 
+def source_planes(datasets: Sequence[Dataset]) -> tuple[list[float], list[float], np.ndarray, float]:
+    """Image Orientation, Pixel Spacing, frame positions ``(n, 3)`` and slice thickness of a source series.
+
+    Unlike :func:`geometry_from_source` this does not require regular slice spacing.
+    """
+    if len(datasets) == 1 and int(datasets[0].get("NumberOfFrames", 1) or 1) > 1:
+        return _multiframe_planes(datasets[0])
+    positions = np.array([_position(ds) for ds in datasets], dtype=np.float64)
+    return _orientation(datasets[0]), _pixel_spacing(datasets[0]), positions, _slice_thickness(datasets[0])
+
+
 # --- reading ----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,488 @@
+"""Model -> DICOM LABELMAP Segmentation series (Label Map Segmentation Storage, 1.2.840.10008.5.1.4.1.1.66.7).
+
+One instance per layer, all in one series (same Series Instance UID, Instance Number 1..n).
+Each instance is built by highdicom (:class:`highdicom.seg.Segmentation`, segmentation type
+LABELMAP) from the model's own geometry, so the segmentation grid need not equal the
+source grid; every frame is kept (``omit_empty_frames=False``) so the full extent survives.
+
+* Segment Number = label value (gaps allowed); segments without voxels are kept.
+  highdicom adds segment 0, "Background", to the Segment Sequence.
+* Pixels are uint8, or uint16 when a label value exceeds 255.
+* Frames are ordered by highdicom: by increasing distance along ``column x row`` cosines
+  (the reverse of the usual ``row x column`` slice normal); each frame carries its
+  Image Position (Patient), so readers must place frames by position, not order.
+* PALETTE COLOR (``ExportOptions.palette_color``): an 8-bit Palette Color LUT maps every
+  label value to its segment's color (background and unused values black). The standard
+  forbids Recommended Display CIELab Value together with a palette, so the segments then
+  carry no CIELab color: their colors are in the LUT.
+* Files are named ``<SeriesNumber>_<InstanceNumber>_<SOPInstanceUID>.dcm`` and written
+  atomically: each to a temporary name in the output folder, then renamed; if anything
+  fails, every file of the call is removed.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import io
+import logging
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, JPEG2000Lossless
+
+from . import __version__
+from .errors import (
+    GeometryMismatchError,
+    InvalidSegmentationError,
+    LabelmapSegError,
+    OverlappingSegmentsError,
+    TooManyLabelsError,
+)
+from .geometry import frame_positions, plane_attributes
+from .model import MAX_LABEL_VALUE, Layer, Segmentation, label_dtype
+from .source import PathOrFiles, read_source_series, source_planes
+from .syntax import TransferSyntax
+from .terminology import long_string, segment_description
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+
+#: Type 2 attributes highdicom copies from the source by attribute access (absent ones are added empty).
+_COPIED_TYPE2 = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber",
+    "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName",
+)
+
+#: Smallest frame side openjpeg (6 wavelet resolutions) encodes; smaller frames are encoded with Pillow.
+_OPENJPEG_MIN_SIDE = 32
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to write a LABELMAP SEG series.
+
+    ``transfer_syntax`` also accepts the short names and UIDs of :class:`TransferSyntax`.
+    ``workers`` is passed to highdicom (0: encode frames in this process).
+    """
+
+    transfer_syntax: TransferSyntax = TransferSyntax.JPEG_LS
+    palette_color: bool = False
+    series_description: str = "Segmentation"
+    series_number: int = 300
+    series_instance_uid: str | None = None
+    content_label: str = "SEGMENTATION"
+    content_description: str | None = None
+    content_creator_name: str | None = None
+    manufacturer: str = "DICOMLabelmapSeg"
+    manufacturer_model_name: str = "DICOMLabelmapSeg"
+    software_versions: str = field(default=__version__)
+    device_serial_number: str = "0"
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "transfer_syntax", TransferSyntax.parse(self.transfer_syntax))
+        if not 0 <= int(self.series_number) <= 2**31 - 1:
+            raise ValueError(f"Series number {self.series_number} must be a non-negative 32-bit integer.")
+
+
+def create_labelmap_datasets(
+    segmentation: Segmentation,
+    source_images: PathOrFiles,
+    options: ExportOptions = ExportOptions(),  # noqa: B008 - frozen, immutable default
+) -> list[Dataset]:
+    """The LABELMAP SEG instances of ``segmentation``: one per layer, one series, Instance Number 1..n.
+
+    Parameters
+    ----------
+    segmentation: Segmentation
+        The model to export (validated first).
+    source_images: str | os.PathLike | Dataset | Iterable
+        The image series the segmentation refers to: a folder, files, or datasets
+        (headers suffice). It provides patient, study and frame of reference.
+    options: ExportOptions
+        Transfer syntax, palette, series and equipment attributes.
+
+    Raises
+    ------
+    MissingCodecError, InvalidSegmentationError (and subclasses), SourceImageError, GeometryMismatchError
+    """
+    return list(_iter_datasets(segmentation, source_images, options, None))
+
+
+def write_labelmap_seg(
+    segmentation: Segmentation,
+    source_images: PathOrFiles,
+    output_dir: str | os.PathLike,
+    options: ExportOptions = ExportOptions(),  # noqa: B008 - frozen, immutable default
+    progress: Progress | None = None,
+) -> list[Path]:
+    """Write the LABELMAP SEG series of ``segmentation`` into ``output_dir``; return the files in instance order.
+
+    Atomic: files are written under temporary names and renamed when complete; on any
+    error every file this call wrote (renamed or not) is removed before the error propagates.
+    ``progress(fraction, message)`` is called as layers are encoded and written.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    temporary: Path | None = None
+    try:
+        for ds in _iter_datasets(segmentation, source_images, options, progress):
+            name = f"{int(ds.SeriesNumber)}_{int(ds.InstanceNumber)}_{ds.SOPInstanceUID}.dcm"
+            handle, temp_name = tempfile.mkstemp(prefix=".", suffix=".dcm.partial", dir=output_dir)
+            os.close(handle)
+            temporary = Path(temp_name)
+            ds.save_as(temporary, enforce_file_format=True)
+            final = output_dir / name
+            os.replace(temporary, final)
+            temporary = None
+            written.append(final)
+            if progress is not None:
+                progress(len(written) / len(segmentation.layers), f"Wrote {name}")
+    except BaseException:
+        for path in [temporary, *written]:
+            if path is not None:
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+        raise
+    return written
+
+
+# --- building -----------------------------------------------------------------------------------
+
+
+def _iter_datasets(
+    segmentation: Segmentation,
+    source_images: PathOrFiles,
+    options: ExportOptions,
+    progress: Progress | None,
+) -> Iterator[Dataset]:
+    options.transfer_syntax.require_encoder()
+    layers = prepare_layers(segmentation)
+    source = read_source_series(source_images)
+    check_geometry(segmentation, source)
+    sources = _highdicom_sources(source)
+    series_instance_uid = options.series_instance_uid or hd.UID()
+    plane_positions, plane_orientation, pixel_measures = _spatial_metadata(segmentation)
+    count = len(layers)
+    for index, layer in enumerate(layers):
+        if progress is not None:
+            progress(index / count, f"Encoding layer {index + 1} of {count}")
+        yield _layer_dataset(
+            layer,
+            index + 1,
+            sources,
+            series_instance_uid,
+            (plane_positions, plane_orientation, pixel_measures),
+            options,
+        )
+
+
+def prepare_layers(segmentation: Segmentation) -> list[Layer]:
+    """Validate the model for writing and return its layers with uint8/uint16 label arrays.
+
+    Raises
+    ------
+    OverlappingSegmentsError
+        Two segments of one layer share a label value (they would claim the same voxels).
+    TooManyLabelsError
+        A label array holds values above 65535.
+    UndescribedLabelError
+        Voxels carry a label value no segment of the layer describes.
+    InvalidSegmentationError
+        No layers, a layer without segments, or arrays that do not match the geometry.
+    """
+    if not segmentation.layers:
+        raise InvalidSegmentationError("The segmentation has no layers: there is nothing to export.")
+    layers = []
+    for number, layer in enumerate(segmentation.layers, 1):
+        values = [segment.label_value for segment in layer.segments]
+        duplicates = sorted({v for v in values if values.count(v) > 1})
+        if duplicates:
+            names = [s.name for s in layer.segments if s.label_value in duplicates]
+            raise OverlappingSegmentsError(
+                f"Layer {number}: segments {names} share label value(s) {duplicates}, so they would overlap. "
+                "Give each segment of a layer its own label value, or move overlapping segments to another layer."
+            )
+        if not layer.segments:
+            raise InvalidSegmentationError(
+                f"Layer {number} has no segments; a LABELMAP instance needs at least one. Remove the empty layer."
+            )
+        layers.append(Layer(_label_array(layer.labels, number), sorted(layer.segments, key=lambda s: s.label_value)))
+    prepared = segmentation.with_layers(layers)
+    prepared.validate()
+    return layers
+
+
+def _label_array(labels: np.ndarray, number: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.dtype in (np.uint8, np.uint16):
+        return labels
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise InvalidSegmentationError(
+            f"Layer {number} has a {labels.dtype} label array; labels must be integers (uint8 or uint16)."
+        )
+    low, high = (int(labels.min()), int(labels.max())) if labels.size else (0, 0)
+    if low < 0 or high > MAX_LABEL_VALUE:
+        raise TooManyLabelsError(
+            f"Layer {number} holds label values from {low} to {high}; a LABELMAP SEG stores 0-{MAX_LABEL_VALUE}. "
+            "Renumber the labels or split them over several layers."
+        )
+    return labels.astype(label_dtype(high))
+
+
+def check_geometry(segmentation: Segmentation, source: Sequence[Dataset]) -> None:
+    """Raise GeometryMismatchError if the segmentation cannot lie in the source series' space.
+
+    That is the case when the geometry names a different Frame of Reference UID, or when
+    its bounding box does not intersect the source volume at all.
+    """
+    geometry = segmentation.geometry
+    first = source[0]
+    series = _series_name(first)
+    source_frame = str(first.get("FrameOfReferenceUID", "") or "")
+    if geometry.frame_of_reference_uid and source_frame and geometry.frame_of_reference_uid != source_frame:
+        raise GeometryMismatchError(
+            f"The segmentation is in frame of reference {geometry.frame_of_reference_uid} but {series} is in "
+            f"{source_frame}: it was not made on this series. Choose the image series the segmentation was made on."
+        )
+    orientation, spacing, positions, _ = source_planes(source)
+    row_direction, column_direction = np.asarray(orientation[:3]), np.asarray(orientation[3:])
+    normal = np.cross(row_direction, column_direction)
+    axes = np.stack([column_direction, row_direction, normal])  # source (x: columns, y: rows, z: normal)
+    rows, columns = int(first.Rows), int(first.Columns)
+    origin = positions[0]
+    offsets = (positions - origin) @ axes.T
+    source_low = np.array([-0.5 * spacing[1], -0.5 * spacing[0], offsets[:, 2].min()])
+    source_high = np.array([(columns - 0.5) * spacing[1], (rows - 0.5) * spacing[0], offsets[:, 2].max()])
+    thickness = max(0.5 * float(np.linalg.norm(geometry.affine[:3, 0])), 1e-3)
+    source_low[2] -= thickness
+    source_high[2] += thickness
+    corners = np.array(
+        [[k, j, i, 1.0] for k in (-0.5, geometry.shape[0] - 0.5)
+         for j in (-0.5, geometry.shape[1] - 0.5) for i in (-0.5, geometry.shape[2] - 0.5)]
+    )
+    seg_points = (corners @ geometry.affine.T)[:, :3]
+    seg_coordinates = (seg_points - origin) @ axes.T
+    seg_low, seg_high = seg_coordinates.min(axis=0), seg_coordinates.max(axis=0)
+    if np.any(seg_high < source_low - 1e-3) or np.any(seg_low > source_high + 1e-3):
+        raise GeometryMismatchError(
+            f"The segmentation's extent (LPS {np.round(seg_points.min(axis=0), 1).tolist()} to "
+            f"{np.round(seg_points.max(axis=0), 1).tolist()} mm) does not overlap {series} at all. "
+            "Choose the image series the segmentation was made on, or check the segmentation's geometry."
+        )
+
+
+def _series_name(ds: Dataset) -> str:
+    description = str(ds.get("SeriesDescription", "") or "").strip()
+    return (
+        f"series {ds.get('SeriesNumber', '?')}"
+        + (f" '{description}'" if description else "")
+        + f" (UID {ds.get('SeriesInstanceUID', '?')})"
+    )
+
+
+def _highdicom_sources(source: Sequence[Dataset]) -> list[Dataset]:
+    """Header-only copies of the source datasets carrying every attribute highdicom reads."""
+    copies = []
+    for ds in source:
+        copy = Dataset()
+        for element in ds:
+            if element.tag.group != 0x7FE0:  # no pixel data
+                copy.add(element)
+        for keyword in _COPIED_TYPE2:
+            if keyword not in copy:
+                setattr(copy, keyword, "")
+        if not copy.get("SpecificCharacterSet"):
+            copy.pop("SpecificCharacterSet", None)  # blank: default repertoire
+        copies.append(copy)
+    return copies
+
+
+def _spatial_metadata(
+    segmentation: Segmentation,
+) -> tuple[list[hd.PlanePositionSequence], hd.PlaneOrientationSequence, hd.PixelMeasuresSequence]:
+    """Plane positions, orientation and pixel measures of the model's grid (any grid, not just the source's)."""
+    geometry = segmentation.geometry
+    affine = geometry.affine
+    row_step, column_step = affine[:3, 1], affine[:3, 2]
+    cosine = abs(float(row_step @ column_step)) / float(np.linalg.norm(row_step) * np.linalg.norm(column_step))
+    if cosine > 1e-4:
+        raise InvalidSegmentationError(
+            "The segmentation's rows and columns are not perpendicular; DICOM frames must be rectangular. "
+            "Resample the segmentation onto a grid with perpendicular in-plane axes."
+        )
+    orientation, pixel_spacing = plane_attributes(affine)
+    normal = np.cross(orientation[:3], orientation[3:])
+    slice_spacing = abs(float(affine[:3, 0] @ normal))
+    positions = frame_positions(affine, geometry.shape[0])
+    coordinate_system = hd.CoordinateSystemNames.PATIENT
+    return (
+        [hd.PlanePositionSequence(coordinate_system, position) for position in positions],
+        hd.PlaneOrientationSequence(coordinate_system, orientation),
+        hd.PixelMeasuresSequence(pixel_spacing, slice_spacing),
+    )
+
+
+def _content_label(value: str) -> str:
+    """A valid CS Content Label: upper case letters, digits, space and underscore, at most 16 characters.
+
+    Also starts with a letter and does not end with space or underscore (highdicom insists).
+    """
+    label = re.sub(r"[^A-Z0-9 _]", "_", str(value).upper())
+    label = re.sub(r"^[0-9 _]+", "", label)[:16].rstrip(" _")
+    return label or "SEGMENTATION"
+
+
+def palette_lut(layer: Layer) -> hd.PaletteColorLUTTransformation:
+    """Palette mapping 0..max label to segment colors; background and unused values are black.
+
+    Entries are 8-bit when they fit (at most 256 entries), else 16-bit (color * 257, so the
+    high byte is the 8-bit color). dciodvfy rejects a LUT whose largest entry in a channel
+    does not use the top bit (it takes that as the wrong bit depth), so when a channel of the
+    segment colors stays below half range, one value that no voxel carries (the value after
+    the largest label, else the first unused one) maps to white.
+    """
+    values = sorted(segment.label_value for segment in layer.segments)
+    table_rgb = np.zeros((values[-1] + 1, 3), dtype=np.uint8)
+    for segment in layer.segments:
+        table_rgb[segment.label_value] = segment.color
+    if table_rgb.max(axis=0).min() < 128:
+        sentinel = values[-1] + 1 if values[-1] < MAX_LABEL_VALUE else _first_unused(values)
+        if sentinel is not None:
+            if sentinel >= len(table_rgb):
+                table_rgb = np.vstack([table_rgb, np.zeros((sentinel + 1 - len(table_rgb), 3), np.uint8)])
+            table_rgb[sentinel] = 255
+    wide = len(table_rgb) > 256
+    table = table_rgb.astype(np.uint16) * 257 if wide else table_rgb
+    luts = [hd.PaletteColorLUT(0, np.ascontiguousarray(table[:, c]), color) for c, color in
+            enumerate(("red", "green", "blue"))]
+    return hd.PaletteColorLUTTransformation(*luts, palette_color_lut_uid=hd.UID())
+
+
+def _first_unused(values: Sequence[int]) -> int | None:
+    used = set(values)
+    return next((value for value in range(1, MAX_LABEL_VALUE + 1) if value not in used), None)
+
+
+@functools.lru_cache(maxsize=1)
+def srgb_icc_profile() -> bytes:
+    """The sRGB ICC profile shipped with highdicom (the ICC Profile module is required with PALETTE COLOR).
+
+    It is an input ("scnr") profile, as DICOM requires; Pillow's built-in sRGB is a display profile.
+    """
+    return (importlib.resources.files("highdicom") / "_icc_profiles" / "sRGB_v4_ICC_preference.icc").read_bytes()
+
+
+def _layer_dataset(
+    layer: Layer,
+    instance_number: int,
+    sources: list[Dataset],
+    series_instance_uid: str,
+    spatial: tuple,
+    options: ExportOptions,
+) -> Dataset:
+    syntax = options.transfer_syntax
+    frames_too_small_for_openjpeg = min(layer.labels.shape[1:]) < _OPENJPEG_MIN_SIDE
+    if syntax in (TransferSyntax.DEFLATED, TransferSyntax.EXPLICIT) or (
+        syntax == TransferSyntax.JPEG_2000 and frames_too_small_for_openjpeg
+    ):
+        highdicom_syntax = ExplicitVRLittleEndian
+    else:
+        highdicom_syntax = syntax.uid
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = _highdicom_segmentation(layer, instance_number, sources, series_instance_uid, spatial, options,
+                                         highdicom_syntax)
+        for warning in caught:
+            logger.info("highdicom: %s", warning.message)
+    except LabelmapSegError:
+        raise
+    except (ValueError, TypeError, AttributeError, KeyError) as error:
+        raise InvalidSegmentationError(
+            f"Layer {instance_number} could not be encoded as a LABELMAP segmentation: {error}"
+        ) from error
+    ds.SeriesDescription = long_string(options.series_description, "Series description")
+    if syntax == TransferSyntax.JPEG_2000 and highdicom_syntax == ExplicitVRLittleEndian:
+        _encode_jpeg2000_with_pillow(ds)
+    if syntax == TransferSyntax.DEFLATED:
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    return ds
+
+
+def _highdicom_segmentation(
+    layer: Layer,
+    instance_number: int,
+    sources: list[Dataset],
+    series_instance_uid: str,
+    spatial: tuple,
+    options: ExportOptions,
+    transfer_syntax_uid: str,
+) -> hd.seg.Segmentation:
+    plane_positions, plane_orientation, pixel_measures = spatial
+    descriptions = [segment_description(s, include_color=not options.palette_color) for s in layer.segments]
+    return hd.seg.Segmentation(
+        source_images=sources,
+        pixel_array=layer.labels,
+        segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP,
+        segment_descriptions=descriptions,
+        series_instance_uid=series_instance_uid,
+        series_number=int(options.series_number),
+        sop_instance_uid=hd.UID(),
+        instance_number=instance_number,
+        manufacturer=long_string(options.manufacturer, "Manufacturer"),
+        manufacturer_model_name=long_string(options.manufacturer_model_name, "Manufacturer model name"),
+        software_versions=long_string(options.software_versions, "Software versions"),
+        device_serial_number=long_string(options.device_serial_number, "Device serial number"),
+        content_label=_content_label(options.content_label),
+        content_description=(
+            long_string(options.content_description, "Content description")
+            if options.content_description else None
+        ),
+        content_creator_name=options.content_creator_name,
+        transfer_syntax_uid=transfer_syntax_uid,
+        plane_positions=plane_positions,
+        plane_orientation=plane_orientation,
+        pixel_measures=pixel_measures,
+        omit_empty_frames=False,
+        palette_color_lut_transformation=palette_lut(layer) if options.palette_color else None,
+        icc_profile=srgb_icc_profile() if options.palette_color else None,
+        workers=options.workers,
+    )
+
+
+def _encode_jpeg2000_with_pillow(ds: Dataset) -> None:
+    """Re-encode native pixel data as JPEG 2000 lossless frames, fewer wavelet levels for small frames."""
+    from PIL import Image
+
+    dtype = np.dtype("<u2") if int(ds.BitsAllocated) == 16 else np.dtype(np.uint8)
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    count = int(ds.NumberOfFrames) * rows * columns
+    frames = np.frombuffer(ds.PixelData, dtype=dtype, count=count).reshape(-1, rows, columns)
+    resolutions = min(6, int(np.log2(min(rows, columns))) + 1)  # each level halves the frame
+    encoded = []
+    for frame in frames:
+        image = (
+            Image.fromarray(frame, mode="L") if dtype == np.uint8
+            else Image.frombytes("I;16", (frame.shape[1], frame.shape[0]), frame.tobytes())
+        )
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG2000", irreversible=False, num_resolutions=resolutions, no_jp2=True)
+        encoded.append(buffer.getvalue())
+    ds.PixelData = encapsulate(encoded)
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless

@@ -1,0 +1,419 @@
+"""Writing LABELMAP SEG series: validity (dciodvfy), lossless pixels, colors, terminology, atomicity, errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from DICOMLabelmapSegLib import writer as writer_module
+from DICOMLabelmapSegLib.color import dicom_lab_to_rgb
+from DICOMLabelmapSegLib.errors import (
+    GeometryMismatchError,
+    InvalidSegmentationError,
+    MissingCodecError,
+    OverlappingSegmentsError,
+    SourceImageError,
+    TooManyLabelsError,
+    UndescribedLabelError,
+)
+from DICOMLabelmapSegLib.geometry import frame_positions
+from DICOMLabelmapSegLib.model import Geometry, Layer, Segment, Segmentation
+from DICOMLabelmapSegLib.source import geometry_from_source, read_source_series
+from DICOMLabelmapSegLib.syntax import TransferSyntax
+from DICOMLabelmapSegLib.writer import (
+    ExportOptions,
+    create_labelmap_datasets,
+    write_labelmap_seg,
+)
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from synthetic import make_affine, make_ct_series, make_segment, make_segmentation
+from validators import dciodvfy_errors, dciodvfy_warnings
+
+LABEL_MAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
+
+
+@pytest.fixture(scope="module")
+def small_series(tmp_path_factory):
+    """A 5 x 12 x 16 oblique CT series (frames smaller than openjpeg's 32-pixel minimum)."""
+    paths = make_ct_series(tmp_path_factory.mktemp("ct_small"), shape=(5, 12, 16), affine=make_affine(oblique=True))
+    return paths, geometry_from_source(read_source_series(paths))
+
+
+@pytest.fixture(scope="module")
+def large_series(tmp_path_factory):
+    """A 3 x 40 x 36 axial CT series (frames large enough for highdicom's own JPEG 2000 encoder)."""
+    paths = make_ct_series(tmp_path_factory.mktemp("ct_large"), shape=(3, 40, 36))
+    return paths, geometry_from_source(read_source_series(paths))
+
+
+def frames_in_model_order(ds: Dataset, geometry: Geometry) -> np.ndarray:
+    """Index k of each frame of ``ds`` in the model grid, found from Image Position (Patient)."""
+    expected = frame_positions(geometry.affine, geometry.shape[0])
+    indices = []
+    for item in ds.PerFrameFunctionalGroupsSequence:
+        position = np.array([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient])
+        distances = np.linalg.norm(expected - position, axis=1)
+        assert distances.min() < 1e-3, "frame position is not on the model grid"
+        indices.append(int(distances.argmin()))
+    return np.array(indices)
+
+
+def assert_lossless(path: Path, layer: Layer, geometry: Geometry) -> Dataset:
+    """Decode with pydicom (codec plugins) and compare voxel for voxel; return the dataset."""
+    ds = pydicom.dcmread(path)
+    frames = ds.pixel_array.reshape(-1, int(ds.Rows), int(ds.Columns))
+    order = frames_in_model_order(ds, geometry)
+    assert sorted(order.tolist()) == list(range(geometry.shape[0])), "every slice must be stored (no omitted frames)"
+    assert np.array_equal(frames, layer.labels[order])
+    return ds
+
+
+def segment_colors(ds: Dataset) -> dict[int, tuple[int, int, int]]:
+    """Colors per segment number, from the palette LUT or from Recommended Display CIELab Value."""
+    if ds.PhotometricInterpretation == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        entries = int(ds.RedPaletteColorLookupTableDescriptor[0]) or 65536
+        table = np.asarray(apply_color_lut(np.arange(entries, dtype=np.uint16), ds))
+        if int(ds.RedPaletteColorLookupTableDescriptor[2]) == 16:
+            table = table >> 8
+        return {int(item.SegmentNumber): tuple(int(c) for c in table[int(item.SegmentNumber)])
+                for item in ds.SegmentSequence}
+    return {int(item.SegmentNumber): dicom_lab_to_rgb(item.RecommendedDisplayCIELabValue)
+            for item in ds.SegmentSequence if "RecommendedDisplayCIELabValue" in item}
+
+
+MATRIX = list(itertools.product(TransferSyntax, [False, True], ["uint8", "uint16"], [1, 2]))
+
+
+@pytest.mark.parametrize(("syntax", "palette", "dtype", "layer_count"), MATRIX,
+                         ids=[f"{s.value}-{'palette' if p else 'mono'}-{d}-{n}layer" for s, p, d, n in MATRIX])
+def test_every_syntax_palette_dtype_and_layer_count_is_valid_and_lossless(
+    tmp_path, small_series, syntax, palette, dtype, layer_count
+):
+    paths, geometry = small_series
+    first = [1, 2, 7] if dtype == "uint8" else [1, 300, 4000]
+    layers = [first, [5, 9]][:layer_count]
+    segmentation = make_segmentation(geometry, layers=layers, empty=[2, 9])
+    files = write_labelmap_seg(segmentation, paths, tmp_path, ExportOptions(transfer_syntax=syntax,
+                                                                            palette_color=palette))
+    assert len(files) == layer_count
+    series_uids = set()
+    for number, (path, layer) in enumerate(zip(files, segmentation.layers), 1):
+        assert dciodvfy_errors(path) == []
+        assert dciodvfy_warnings(path) == []
+        ds = assert_lossless(path, layer, geometry)
+        assert ds.file_meta.TransferSyntaxUID == syntax.uid
+        assert ds.SOPClassUID == LABEL_MAP_SEGMENTATION_STORAGE
+        assert ds.SegmentationType == "LABELMAP"
+        assert int(ds.InstanceNumber) == number
+        assert int(ds.BitsAllocated) == (16 if max(s.label_value for s in layer.segments) > 255 else 8)
+        assert ds.PhotometricInterpretation == ("PALETTE COLOR" if palette else "MONOCHROME2")
+        described = {int(item.SegmentNumber) for item in ds.SegmentSequence} - {0}
+        assert described == {s.label_value for s in layer.segments}  # gaps kept, empty segments kept
+        colors = segment_colors(ds)
+        for segment in layer.segments:
+            assert colors[segment.label_value] == segment.color
+        if palette:
+            assert all("RecommendedDisplayCIELabValue" not in item for item in ds.SegmentSequence)
+            assert colors[0] == (0, 0, 0)  # background black
+        series_uids.add(ds.SeriesInstanceUID)
+    assert len(series_uids) == 1
+
+
+@pytest.mark.parametrize("syntax", list(TransferSyntax))
+def test_frames_of_32_pixels_and_more(tmp_path, large_series, syntax):
+    paths, geometry = large_series
+    segmentation = make_segmentation(geometry, layers=[[1, 2], [3, 400]])
+    files = write_labelmap_seg(segmentation, paths, tmp_path, ExportOptions(transfer_syntax=syntax, palette_color=True))
+    for path, layer in zip(files, segmentation.layers):
+        assert dciodvfy_errors(path) == []
+        assert_lossless(path, layer, geometry)
+
+
+def test_terminology_modifiers_in_file(tmp_path, small_series):
+    paths, geometry = small_series
+    segmentation = make_segmentation(geometry, layers=[[1, 2, 3]])  # 2: type modifier, 3: region + modifier
+    [path] = write_labelmap_seg(segmentation, paths, tmp_path)
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    items = {int(item.SegmentNumber): item for item in ds.SegmentSequence}
+    assert items[0].SegmentLabel == "Background"
+    kidney = items[2]
+    type_item = kidney.SegmentedPropertyTypeCodeSequence[0]
+    assert type_item.SegmentedPropertyTypeModifierCodeSequence[0].CodeValue == "7771000"
+    assert kidney.AnatomicRegionSequence[0].CodeValue == "818981001"
+    lesion = items[3]
+    assert lesion.AnatomicRegionSequence[0].AnatomicRegionModifierSequence[0].CodeMeaning == "Right"
+    assert items[1].SegmentLabel == "segment 1"
+    assert items[1].SegmentDescription == "synthetic segment with label 1"
+
+
+def test_series_attributes_from_options(tmp_path, small_series):
+    paths, geometry = small_series
+    uid = generate_uid()
+    options = ExportOptions(
+        transfer_syntax="rle",
+        series_description="My segmentation",
+        series_number=42,
+        series_instance_uid=uid,
+        content_label="liver seg-1 (v2) extra long",
+        content_description="Liver by hand",
+        content_creator_name="Doe^Jane",
+        manufacturer="ACME",
+        software_versions="9.9",
+    )
+    files = write_labelmap_seg(make_segmentation(geometry, layers=[[1], [2]]), paths, tmp_path, options)
+    source = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    for number, path in enumerate(files, 1):
+        assert path.name == f"42_{number}_{pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID}.dcm"
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert ds.SeriesInstanceUID == uid and ds.SeriesNumber == 42
+        assert ds.SeriesDescription == "My segmentation"
+        assert ds.ContentLabel == "LIVER SEG_1 _V2"  # CS: upper case, [A-Z0-9 _], 16 characters, trimmed
+        assert ds.ContentDescription == "Liver by hand" and str(ds.ContentCreatorName) == "Doe^Jane"
+        assert ds.Manufacturer == "ACME" and ds.SoftwareVersions == "9.9"
+        assert ds.StudyInstanceUID == source.StudyInstanceUID and ds.PatientID == source.PatientID
+        assert ds.FrameOfReferenceUID == source.FrameOfReferenceUID
+        instances = ds.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+        referenced = {item.ReferencedSOPInstanceUID for item in instances}
+        assert source.SOPInstanceUID in referenced
+        assert dciodvfy_errors(path) == []
+
+
+def test_create_datasets_without_writing(small_series):
+    paths, geometry = small_series
+    datasets = create_labelmap_datasets(make_segmentation(geometry, layers=[[1], [2], [3]]), paths,
+                                        ExportOptions(transfer_syntax=TransferSyntax.DEFLATED))
+    assert [int(ds.InstanceNumber) for ds in datasets] == [1, 2, 3]
+    assert len({ds.SeriesInstanceUID for ds in datasets}) == 1
+    assert len({ds.SOPInstanceUID for ds in datasets}) == 3
+    assert all(ds.file_meta.TransferSyntaxUID == TransferSyntax.DEFLATED.uid for ds in datasets)
+
+
+def test_geometry_different_from_source_grid(tmp_path, small_series):
+    """A cropped, finer grid inside the source volume: written on its own grid."""
+    paths, source_geometry = small_series
+    affine = source_geometry.affine.copy()
+    affine[:3, 1:3] *= 0.5  # half the pixel spacing
+    affine[:3, 3] = (source_geometry.affine @ np.array([1.0, 2.0, 3.0, 1.0]))[:3]
+    geometry = Geometry((3, 10, 14), affine, source_geometry.frame_of_reference_uid)
+    segmentation = make_segmentation(geometry, layers=[[1, 2]])
+    [path] = write_labelmap_seg(segmentation, paths, tmp_path)
+    assert dciodvfy_errors(path) == []
+    ds = assert_lossless(path, segmentation.layers[0], geometry)
+    spacing = [float(v) for v in ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing]
+    assert np.allclose(spacing, geometry.spacing[1:], atol=1e-6)
+
+
+def test_real_sources(tmp_path, data_dir):
+    for name, folder in [("24x38x3", data_dir / "dcmqi" / "24x38x3" / "image"),
+                         ("ct_image", data_dir / "highdicom" / "ct_image.dcm"),
+                         ("ct-3slice", data_dir / "dcmqi" / "ct-3slice")]:
+        source = read_source_series(folder)
+        geometry = geometry_from_source(source)
+        segmentation = make_segmentation(geometry, layers=[[1, 2]])
+        files = write_labelmap_seg(segmentation, folder, tmp_path / name)
+        assert dciodvfy_errors(files[0]) == [], name
+        ds = assert_lossless(files[0], segmentation.layers[0], geometry)
+        assert ds.PatientID == source[0].PatientID
+
+
+def test_progress_reports_increasing_fractions(tmp_path, small_series):
+    paths, geometry = small_series
+    calls = []
+    write_labelmap_seg(make_segmentation(geometry, layers=[[1], [2]]), paths, tmp_path,
+                       progress=lambda fraction, message: calls.append((fraction, message)))
+    fractions = [fraction for fraction, _ in calls]
+    assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert all(isinstance(message, str) and message for _, message in calls)
+
+
+# --- atomicity ----------------------------------------------------------------------------------
+
+
+def test_failure_while_saving_second_file_leaves_nothing(tmp_path, small_series, monkeypatch):
+    paths, geometry = small_series
+    (tmp_path / "unrelated.txt").write_text("keep me")
+    original = Dataset.save_as
+    calls = []
+
+    def failing_save(self, filename, *args, **kwargs):
+        calls.append(filename)
+        if len(calls) == 2:
+            Path(filename).write_bytes(b"half a file")
+            raise OSError("No space left on device")
+        return original(self, filename, *args, **kwargs)
+
+    monkeypatch.setattr(Dataset, "save_as", failing_save)
+    with pytest.raises(OSError, match="No space"):
+        write_labelmap_seg(make_segmentation(geometry, layers=[[1], [2], [3]]), paths, tmp_path)
+    assert len(calls) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unrelated.txt"]
+
+
+def test_failure_while_encoding_second_layer_leaves_nothing(tmp_path, small_series, monkeypatch):
+    paths, geometry = small_series
+    original = writer_module._layer_dataset
+
+    def failing_layer(layer, instance_number, *args, **kwargs):
+        if instance_number == 2:
+            raise InvalidSegmentationError("injected failure")
+        return original(layer, instance_number, *args, **kwargs)
+
+    monkeypatch.setattr(writer_module, "_layer_dataset", failing_layer)
+    with pytest.raises(InvalidSegmentationError, match="injected"):
+        write_labelmap_seg(make_segmentation(geometry, layers=[[1], [2]]), paths, tmp_path / "out")
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_interrupt_leaves_nothing(tmp_path, small_series, monkeypatch):
+    paths, geometry = small_series
+
+    def interrupt(fraction, message):
+        if message.startswith("Wrote"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_labelmap_seg(make_segmentation(geometry, layers=[[1], [2]]), paths, tmp_path, progress=interrupt)
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- typed errors -------------------------------------------------------------------------------
+
+
+def _segmentation(geometry, labels, segments):
+    return Segmentation(geometry, [Layer(labels, segments)])
+
+
+def test_overlapping_segments(tmp_path, small_series):
+    paths, geometry = small_series
+    labels = np.ones(geometry.shape, np.uint8)
+    segmentation = _segmentation(geometry, labels, [Segment(1, "a"), Segment(1, "b")])
+    with pytest.raises(OverlappingSegmentsError, match="share label value"):
+        write_labelmap_seg(segmentation, paths, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_too_many_labels(tmp_path, small_series):
+    paths, geometry = small_series
+    labels = np.zeros(geometry.shape, np.int32)
+    labels[0, 0, 0] = 70000
+    with pytest.raises(TooManyLabelsError, match="65535"):
+        write_labelmap_seg(_segmentation(geometry, labels, [Segment(1, "a")]), paths, tmp_path)
+
+
+def test_wide_integer_arrays_are_narrowed(tmp_path, small_series):
+    paths, geometry = small_series
+    labels = np.zeros(geometry.shape, np.int64)
+    labels[1, 2, 3] = 300
+    [path] = write_labelmap_seg(_segmentation(geometry, labels, [Segment(300, "a")]), paths, tmp_path)
+    assert pydicom.dcmread(path).pixel_array.max() == 300
+
+
+def test_undescribed_labels(tmp_path, small_series):
+    paths, geometry = small_series
+    labels = np.zeros(geometry.shape, np.uint8)
+    labels[0, 0, :3] = [1, 2, 3]
+    with pytest.raises(UndescribedLabelError, match="2, 3"):
+        write_labelmap_seg(_segmentation(geometry, labels, [Segment(1, "a")]), paths, tmp_path)
+
+
+def test_invalid_models(tmp_path, small_series):
+    paths, geometry = small_series
+    with pytest.raises(InvalidSegmentationError, match="no layers"):
+        write_labelmap_seg(Segmentation(geometry, []), paths, tmp_path)
+    with pytest.raises(InvalidSegmentationError, match="no segments"):
+        write_labelmap_seg(_segmentation(geometry, np.zeros(geometry.shape, np.uint8), []), paths, tmp_path)
+    with pytest.raises(InvalidSegmentationError, match="shape"):
+        write_labelmap_seg(_segmentation(geometry, np.zeros((2, 2, 2), np.uint8), [Segment(1, "a")]), paths, tmp_path)
+    with pytest.raises(InvalidSegmentationError, match="integers"):
+        write_labelmap_seg(_segmentation(geometry, np.zeros(geometry.shape, np.float32), [Segment(1, "a")]),
+                           paths, tmp_path)
+    sheared = geometry.affine.copy()
+    sheared[:3, 2] += 0.3 * sheared[:3, 1]
+    with pytest.raises(InvalidSegmentationError, match="perpendicular"):
+        write_labelmap_seg(make_segmentation(Geometry(geometry.shape, sheared)), paths, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_codec(tmp_path, small_series, monkeypatch):
+    paths, geometry = small_series
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "jpeg_ls" else real_find_spec(name, *a))
+    with pytest.raises(MissingCodecError, match="pip install pyjpegls"):
+        write_labelmap_seg(make_segmentation(geometry), paths, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_other_frame_of_reference(tmp_path, small_series):
+    paths, geometry = small_series
+    other = Geometry(geometry.shape, geometry.affine, generate_uid())
+    with pytest.raises(GeometryMismatchError) as raised:
+        write_labelmap_seg(make_segmentation(other), paths, tmp_path)
+    message = str(raised.value)
+    assert "frame of reference" in message and "Synthetic CT" in message and "Choose" in message
+
+
+def test_no_overlap_with_source(tmp_path, small_series):
+    paths, geometry = small_series
+    far = geometry.affine.copy()
+    far[:3, 3] += [500.0, 0, 0]
+    with pytest.raises(GeometryMismatchError, match="does not overlap"):
+        write_labelmap_seg(make_segmentation(Geometry(geometry.shape, far)), paths, tmp_path)
+
+
+def test_partial_overlap_is_accepted(tmp_path, small_series):
+    paths, geometry = small_series
+    shifted = geometry.affine.copy()
+    shifted[:3, 3] += 3 * geometry.affine[:3, 2]  # three columns to the side: still overlapping
+    [path] = write_labelmap_seg(make_segmentation(Geometry(geometry.shape, shifted)), paths, tmp_path)
+    assert dciodvfy_errors(path) == []
+
+
+def test_blank_uid_source(tmp_path, data_dir, small_series):
+    _, geometry = small_series
+    source = data_dir / "totalsegmentator" / "example_ct_dicom"
+    source_geometry = geometry_from_source(read_source_series(source, require_uids=False))
+    with pytest.raises(SourceImageError, match="blank"):
+        write_labelmap_seg(make_segmentation(source_geometry), source, tmp_path)
+
+
+def test_segment_names_and_many_segments(tmp_path, small_series):
+    """Long names are made valid LO; a few hundred segments in one layer are fine."""
+    paths, geometry = small_series
+    values = list(range(1, 301))
+    segmentation = make_segmentation(geometry, layers=[values])
+    long_named = Segment(301, "x" * 100, color=(1, 2, 3))
+    segmentation.layers[0].segments.append(long_named)
+    [path] = write_labelmap_seg(segmentation, paths, tmp_path, ExportOptions(palette_color=True))
+    assert dciodvfy_errors(path) == []
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    assert len(ds.SegmentSequence) == 302  # + background
+    assert int(ds.BitsAllocated) == 16
+    assert segment_colors(ds)[301] == (1, 2, 3)
+
+
+@pytest.mark.parametrize("values", [[1, 2], [1, 255], [3, 400], [1, 65535]])
+def test_dark_palettes_stay_valid(tmp_path, small_series, values):
+    """dciodvfy wants each LUT channel to reach half range: an unused value maps to white."""
+    paths, geometry = small_series
+    labels = np.zeros(geometry.shape, np.uint16 if max(values) > 255 else np.uint8)
+    labels[0, 0, : len(values)] = values
+    segments = [Segment(v, f"dark {v}", color=(10 * i, 20, 5)) for i, v in enumerate(values, 1)]
+    [path] = write_labelmap_seg(_segmentation(geometry, labels, segments), paths, tmp_path,
+                                ExportOptions(palette_color=True))
+    assert dciodvfy_errors(path) == []
+    ds = pydicom.dcmread(path)
+    colors = segment_colors(ds)
+    assert all(colors[s.label_value] == s.color for s in segments) and colors[0] == (0, 0, 0)
+    assert np.array_equal(ds.pixel_array[frames_in_model_order(ds, geometry).argsort()], labels)
+
+
+def test_make_segment_is_deterministic():
+    assert make_segment(5) == make_segment(5)
