@@ -12,7 +12,8 @@ replaced: its scene and logics are used.
 Use it from any test module (``Testing/`` is on ``sys.path`` because it holds
 ``conftest.py``)::
 
-    pytest_plugins = ["mrml_support"]  # registers the fixtures below (do not also import the module)
+    # ruff: noqa: F811  (the imported fixtures are redefined as test parameters)
+    from mrml_support import mrml_scene, slicer_core  # noqa: F401  (pytest fixtures)
 
     def test_something(mrml_scene):
         node = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
@@ -25,7 +26,8 @@ Use it from any test module (``Testing/`` is on ``sys.path`` because it holds
   is re-created on demand).
 
 Tests that need the wheel are skipped with a clear reason where it is not installed.
-Helpers for tests: ``slicer_core.add_dicom_study_series(volumeNode, ...)`` builds
+Helpers for tests: ``slicer_core.add_dicom_study_series(volumeNode, ...)`` (or the function
+:func:`add_dicom_study_series`) builds
 patient/study/series subject hierarchy items the way Slicer's DICOM module does, and
 :func:`clear_scene` empties a scene fast.
 """
@@ -259,3 +261,8 @@ def clear_scene(scene: Any) -> None:
         for segmentId in segmentation.GetSegmentIDs():
             segmentation.GetSegment(segmentId).RemoveAllRepresentations()
     scene.Clear(0)
+
+
+def add_dicom_study_series(core: SlicerCore, volumeNode: Any, **uids: Any) -> tuple[int, int, int]:
+    """Function form of :meth:`SlicerCore.add_dicom_study_series` (same keyword arguments)."""
+    return core.add_dicom_study_series(volumeNode, **uids)

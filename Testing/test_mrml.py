@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from mrml_support are redefined as test parameters)
 """MRML bridge on real slicer-core MRML: segmentation node <-> model, real .seg.nrrd files, timings.
 
 Data: slicerio's ``Segmentation.seg.nrrd`` / ``SegmentationOverlapping.seg.nrrd`` (MIT, see the
@@ -12,7 +13,6 @@ import re
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -35,12 +35,9 @@ from DICOMLabelmapSegLib.slicerterm import (
     DEFAULT_REGION_CONTEXT_NAME,
     parse_terminology_entry,
 )
+from mrml_support import SlicerCore, mrml_scene, slicer_core  # noqa: F401  (fixtures)
 from synthetic import make_affine, make_segmentation
 
-if TYPE_CHECKING:
-    from mrml_support import SlicerCore
-
-pytest_plugins = ["mrml_support"]  # fixtures slicer_core, mrml_scene
 pytestmark = pytest.mark.mrml
 
 mrml = pytest.importorskip("DICOMLabelmapSegLib.mrml", reason="slicer-core not installed", exc_type=ImportError)
