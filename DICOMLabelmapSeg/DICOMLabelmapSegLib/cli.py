@@ -720,7 +720,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse: --help/--version (0) or usage errors (2)
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
-    _configure_logging(args.quiet, args.debug)
+    library, handler, previous_level = _configure_logging(args.quiet, args.debug)
+    try:
+        return _run(args, parser)
+    finally:
+        library.removeHandler(handler)
+        library.setLevel(previous_level)
+
+
+def _run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     reporter = Reporter(quiet=args.quiet, debug=args.debug)
     try:
         if args.command == "info":
@@ -755,20 +763,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return exit_code(results)
 
 
-def _configure_logging(quiet: bool, debug: bool) -> None:
+class _StderrHandler(logging.Handler):
+    """Log records as ``dicom-labelmap-seg: warning: ...`` on the current ``sys.stderr``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(f"{PROGRAM}: {record.levelname.lower()}: {record.getMessage()}\n")
+        except Exception:  # noqa: BLE001 - logging must never break the command
+            self.handleError(record)
+
+
+def _configure_logging(quiet: bool, debug: bool) -> tuple[logging.Logger, logging.Handler, int]:
+    """Send the library's warnings (or everything with --debug, only errors with --quiet) to stderr."""
     level = logging.DEBUG if debug else logging.ERROR if quiet else logging.WARNING
-    root = logging.getLogger("DICOMLabelmapSegLib")
-    root.setLevel(level)
-    if not any(getattr(handler, "_dicom_labelmap_seg", False) for handler in root.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(f"{PROGRAM}: %(levelname)s: %(message)s"))
-        handler._dicom_labelmap_seg = True  # type: ignore[attr-defined]
-        root.addHandler(handler)
-    for handler in root.handlers:
-        if getattr(handler, "_dicom_labelmap_seg", False):
-            handler.setLevel(level)
-            if isinstance(handler, logging.StreamHandler):
-                handler.setStream(sys.stderr)
+    library = logging.getLogger("DICOMLabelmapSegLib")
+    handler = _StderrHandler(level)
+    previous_level = library.level
+    library.setLevel(level)
+    library.addHandler(handler)
+    return library, handler, previous_level
 
 
 # =========================================================================== small helpers
