@@ -1,0 +1,76 @@
+"""`make demo` end to end: the real TotalSegmentator case in every transfer syntax.
+
+Runs demo/run_demo.py once (one timing repeat) and checks its verdicts, then has the
+independent validators look at the LABELMAP files it wrote.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import validators
+
+REPO = Path(__file__).resolve().parent.parent
+SYNTAX_NAMES = ("jpeg-ls", "rle", "jpeg2000", "deflated", "explicit")
+
+
+def _load_demo():  # noqa: ANN202 - returns the demo module
+    spec = importlib.util.spec_from_file_location("run_demo", REPO / "demo" / "run_demo.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["run_demo"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def demo_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, Path]:
+    """(exit code, printed output, output folder) of one demo run."""
+    if not (data_dir / "totalsegmentator" / "example_ct_dicom").is_dir():
+        pytest.skip("TotalSegmentator example not in the data folder")
+    demo = _load_demo()
+    out = tmp_path_factory.mktemp("demo") / "out"
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = demo.main(["--data", str(data_dir), "--out", str(out), "--repeats", "1"])
+    return code, buffer.getvalue(), out
+
+
+def test_demo_round_trips_every_syntax_losslessly(demo_run: tuple[int, str, Path]) -> None:
+    code, output, _ = demo_run
+    rows = [line.split() for line in output.splitlines() if line.startswith("LABELMAP ")]
+    assert [row[1] for row in rows] == list(SYNTAX_NAMES), output
+    assert all(row[-1] == "yes" for row in rows), f"not lossless:\n{output}"
+    assert code == 0, output
+
+
+def test_demo_explains_the_uid_repair(demo_run: tuple[int, str, Path]) -> None:
+    _, output, _ = demo_run
+    assert "blank" in output and "repaired it in a temporary copy" in output, output
+
+
+def test_demo_labelmap_is_smaller_than_binary(demo_run: tuple[int, str, Path]) -> None:
+    _, _, out = demo_run
+    labelmap = (out / "jpeg-ls").glob("*.dcm")
+    binary = (out / "binary").glob("*.dcm")
+    assert sum(p.stat().st_size for p in labelmap) * 10 < sum(p.stat().st_size for p in binary)
+
+
+@pytest.mark.parametrize("syntax", SYNTAX_NAMES)
+def test_demo_files_pass_independent_validators(demo_run: tuple[int, str, Path], syntax: str) -> None:
+    _, _, out = demo_run
+    files = sorted((out / syntax).glob("*.dcm"))
+    assert files, f"no files written for {syntax}"
+    for path in files:
+        assert validators.dciodvfy_errors(path) == []
+        ds = pydicom.dcmread(path)
+        np.testing.assert_array_equal(validators.dcmtk_decode(path).reshape(ds.pixel_array.shape), ds.pixel_array)
+        summary = validators.dcmjs_parse(path)
+        assert summary["sopClassUID"] == "1.2.840.10008.5.1.4.1.1.66.7"
+        assert summary["numberOfFrames"] == int(ds.NumberOfFrames)
