@@ -159,8 +159,11 @@ def _reference_geometry(core: SlicerCore, node) -> tuple[np.ndarray, list[int]]:
     return _numpy_matrix(matrix), extent
 
 
-def assert_same_nodes(core: SlicerCore, a, b, volume) -> None:
-    """Node against node: segments, layering, label values, colors, terminology, tags, voxels, geometry."""
+def assert_same_nodes(core: SlicerCore, a, b, volume, contexts: bool = True) -> None:
+    """Node against node: segments, layering, label values, colors, terminology, tags, voxels, geometry.
+
+    ``contexts=False`` compares terminology codes only (DICOM does not store Slicer's context names).
+    """
     seg_a, seg_b = a.GetSegmentation(), b.GetSegmentation()
     names_a = sorted(seg_a.GetSegment(s).GetName() for s in seg_a.GetSegmentIDs())
     names_b = sorted(seg_b.GetSegment(s).GetName() for s in seg_b.GetSegmentIDs())
@@ -170,8 +173,10 @@ def assert_same_nodes(core: SlicerCore, a, b, volume) -> None:
         sa, sb = _segment_by_name(a, name), _segment_by_name(b, name)
         assert sa.GetLabelValue() == sb.GetLabelValue(), name
         assert np.allclose(sa.GetColor(), sb.GetColor(), atol=0.5 / 255), name
-        ta, tb = mrml.get_terminology_entry(sa), mrml.get_terminology_entry(sb)
-        assert (parse_terminology_entry(ta) is None) or parse_terminology_entry(ta) == parse_terminology_entry(tb)
+        ta = parse_terminology_entry(mrml.get_terminology_entry(sa))
+        tb = parse_terminology_entry(mrml.get_terminology_entry(sb))
+        if ta is not None:
+            assert (ta == tb) if contexts else ta.same_codes(tb), name
         for tag in ("DICOM.SegmentAlgorithmType", "DICOM.SegmentAlgorithmName"):
             assert mrml._get_tag(sa, tag) in (None, mrml._get_tag(sb, tag)), (name, tag)
         assert np.array_equal(_slicer_mask(core, a, name, volume), _slicer_mask(core, b, name, volume)), name
@@ -424,22 +429,52 @@ def test_layer_on_other_grid_is_resampled_or_refused(slicer_core, mrml_scene, ca
     assert model.layers[0].labels[:3, :3, :3].all() and not model.layers[0].labels[5:].any()
 
 
-def test_parent_transform(slicer_core, mrml_scene):
+def _linear_transform(core: SlicerCore, scene, shift_ras):
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    matrix = np.eye(4)
+    matrix[:3, 3] = shift_ras
+    transform.SetMatrixTransformToParent(_vtk_matrix(core, matrix))
+    return transform
+
+
+def test_parent_transform_without_reference_volume_gives_world_geometry(slicer_core, mrml_scene):
     model = make_segmentation(Geometry((3, 4, 5), make_affine()), layers=[[1]])
     node = mrml.node_from_segmentation(model, mrml_scene)
-    transform = mrml_scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
-    shift_ras = np.eye(4)
-    shift_ras[:3, 3] = (10.0, 20.0, 30.0)
-    transform.SetMatrixTransformToParent(_vtk_matrix(slicer_core, shift_ras))
-    node.SetAndObserveTransformNodeID(transform.GetID())
+    node.SetAndObserveTransformNodeID(_linear_transform(slicer_core, mrml_scene, (10.0, 20.0, 30.0)).GetID())
     moved = mrml.segmentation_from_node(node)
-    assert np.allclose(moved.geometry.origin, model.geometry.origin + (-10.0, -20.0, 30.0))
+    assert np.allclose(moved.geometry.origin, model.geometry.origin + (-10.0, -20.0, 30.0))  # RAS shift in LPS
     assert np.allclose(moved.geometry.affine[:3, :3], model.geometry.affine[:3, :3])
+    assert np.array_equal(moved.layers[0].labels, model.layers[0].labels)
 
     grid_transform = mrml_scene.AddNewNodeByClass("vtkMRMLGridTransformNode")
     node.SetAndObserveTransformNodeID(grid_transform.GetID())
     with pytest.raises(GeometryMismatchError, match="harden"):
         mrml.segmentation_from_node(node)
+
+
+def test_transforms_relative_to_reference_volume(slicer_core, mrml_scene):
+    affine = make_affine(spacing=(2.0, 1.0, 1.0))  # axial, columns along L (LPS x), slices along S
+    model = make_segmentation(Geometry((3, 4, 5), affine), layers=[[1, 2]])
+    volume = _volume_node(slicer_core, mrml_scene, (3, 4, 5), _ijk_to_ras(affine))
+    node = mrml.node_from_segmentation(model, mrml_scene, referenceVolumeNode=volume)
+
+    # Both under the same transform (e.g. registered together): exported unchanged, even if non-linear.
+    for transform in (
+        _linear_transform(slicer_core, mrml_scene, (5.0, 7.0, 9.0)),
+        mrml_scene.AddNewNodeByClass("vtkMRMLGridTransformNode"),
+    ):
+        node.SetAndObserveTransformNodeID(transform.GetID())
+        volume.SetAndObserveTransformNodeID(transform.GetID())
+        assert differences(model, mrml.segmentation_from_node(node, volume)) == []
+
+    # Segmentation moved by one column (1 mm to the right = -1 mm in L) relative to its volume.
+    volume.SetAndObserveTransformNodeID(None)
+    node.SetAndObserveTransformNodeID(_linear_transform(slicer_core, mrml_scene, (1.0, 0.0, 0.0)).GetID())
+    moved = mrml.segmentation_from_node(node, volume)
+    assert moved.geometry.same_as(model.geometry)
+    expected = np.zeros_like(model.layers[0].labels)
+    expected[:, :, :-1] = model.layers[0].labels[:, :, 1:]  # column i shows what was at i + 1
+    assert np.array_equal(moved.layers[0].labels, expected)
 
 
 def test_empty_node_is_refused(mrml_scene):
@@ -534,3 +569,33 @@ def test_timing_512x512x300_with_100_segments(mrml_scene):
     assert node.GetSegmentation().GetNumberOfSegments() == 100
     assert differences(model, back) == []
     assert to_node < 1.0 and to_model < 1.0
+
+
+# --- the whole chain: .seg.nrrd -> node -> model -> LABELMAP SEG files -> model -> node ------------------------------
+
+
+def test_seg_nrrd_through_dicom_labelmap_seg_and_back(slicer_core, mrml_scene, data_dir, tmp_path):
+    """Real Slicer segmentation (2 layers) exported as LABELMAP SEG on a CT series of its grid, read back."""
+    writer = pytest.importorskip("DICOMLabelmapSegLib.writer")
+    reader = pytest.importorskip("DICOMLabelmapSegLib.reader")
+    from synthetic import make_ct_series
+
+    original = _read_seg_nrrd(slicer_core, mrml_scene, data_dir / "slicerio" / "SegmentationOverlapping.seg.nrrd")
+    exported = mrml.segmentation_from_node(original)
+    ct = make_ct_series(tmp_path / "ct", shape=exported.geometry.shape, affine=exported.geometry.affine)
+    files = writer.write_labelmap_seg(exported, ct, tmp_path / "seg")
+    assert len(files) == 2  # one LABELMAP instance per layer
+
+    imported = reader.read_segmentation(files)
+    assert differences(exported, imported) == []
+    assert imported.referenced_series is not None and len(imported.referenced_series.sop_instance_uids) == 34
+
+    loaded = mrml.node_from_segmentation(imported, mrml_scene, name="from DICOM")
+    volume = _volume_node(slicer_core, mrml_scene, (34, 128, 128), _ijk_to_ras(exported.geometry.affine))
+    # DICOM keeps codes, not Slicer's context names: compare those by codes.
+    for name in ("ribs", "overlapping sphere"):
+        assert parse_terminology_entry(mrml.get_terminology_entry(_segment_by_name(loaded, name))).same_codes(
+            parse_terminology_entry(mrml.get_terminology_entry(_segment_by_name(original, name)))
+        )
+    assert_same_nodes(slicer_core, original, loaded, volume, contexts=False)
+    assert differences(exported, mrml.segmentation_from_node(loaded)) == []

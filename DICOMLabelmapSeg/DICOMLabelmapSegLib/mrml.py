@@ -21,9 +21,11 @@ Decisions
   :class:`~.errors.GeometryMismatchError` instead.
 * **Stray labels.** Voxels whose value matches no segment of their layer (or belong to a
   segment left out with ``segmentIds``) are set to 0; Slicer does not show them either.
-* **Transforms.** A linear parent transform of the segmentation node is applied to the
-  exported geometry; a non-linear one raises :class:`~.errors.GeometryMismatchError`
-  (harden it first).
+* **Transforms.** Geometry is exported in the reference volume's own (DICOM) coordinates,
+  or in world coordinates without a reference volume. So a segmentation under the same
+  transform as its volume exports unchanged, and one moved by a linear transform relative
+  to its volume is exported where it is shown (resampled onto the volume's grid if needed).
+  A non-linear relative transform raises :class:`~.errors.GeometryMismatchError` (harden it first).
 * **Segment IDs** of created nodes are ``Segment_<label value>`` in the first layer and
   ``Segment_<label value>_layer<n>`` in layer ``n`` (1-based, the SEG instance number):
   stable, readable and unique. Segments are added layer by layer.
@@ -184,7 +186,8 @@ def segmentation_from_node(
     InvalidSegmentationError
         No segments, unknown segment IDs, or no binary labelmap could be created.
     GeometryMismatchError
-        Non-linear parent transform, or a layer off the grid with ``allowResampling=False``.
+        Non-linear transform relative to the reference volume (or world), or a layer off the
+        grid with ``allowResampling=False``.
     """
     segmentation = segmentationNode.GetSegmentation()
     binaryName = _binary_labelmap_name()
@@ -200,7 +203,9 @@ def segmentation_from_node(
         )
     _ensure_binary_labelmap(segmentationNode, binaryName)
 
-    grid = _reference_grid(segmentation, referenceVolumeNode, binaryName)
+    # Everything below is in the export frame: the reference volume's local coordinates, else world.
+    toFrame = _segmentation_to_frame(segmentationNode, referenceVolumeNode)
+    grid = _reference_grid(segmentation, referenceVolumeNode, binaryName, toFrame)
     layers: list[Layer] = []
     for layerIndex in range(segmentation.GetNumberOfLayers(binaryName)):
         layerIds = [sid for sid in segmentation.GetSegmentIDsForLayer(layerIndex, binaryName) if sid in selected]
@@ -209,10 +214,10 @@ def segmentation_from_node(
         layerIds.sort(key=allIds.index)
         segments = [_segment_from_vtk(segmentation.GetSegment(sid), sid) for sid in layerIds]
         image = segmentation.GetLayerDataObject(layerIndex, binaryName)
-        labels = _labels_on_grid(image, grid, segments, allowResampling, layerIndex)
+        labels = _labels_on_grid(image, grid, segments, allowResampling, layerIndex, toFrame)
         layers.append(Layer(labels=labels, segments=segments))
 
-    geometryAffine = _node_to_world_lps(segmentationNode) @ grid.affine()
+    geometryAffine = grid.affine()
     if crop:
         layers, geometryAffine = _crop(layers, geometryAffine)
     shape = layers[0].labels.shape
@@ -249,8 +254,9 @@ def _reference_grid(
     segmentation: slicer.vtkSegmentation,
     referenceVolumeNode: slicer.vtkMRMLVolumeNode | None,
     binaryName: str,
+    toFrame: np.ndarray,
 ) -> _Grid:
-    """The full grid to export on (reference volume, reference geometry, or union of layers)."""
+    """The full grid to export on (reference volume, reference geometry, or union of layers), in the frame."""
     if referenceVolumeNode is not None:
         imageData = referenceVolumeNode.GetImageData()
         if imageData is None:
@@ -267,11 +273,12 @@ def _reference_grid(
         matrix = vtk.vtkMatrix4x4()
         extent = [0, -1, 0, -1, 0, -1]
         if slicer.vtkSegmentationConverter.DeserializeImageGeometry(parameter, matrix, extent):
-            grid = _Grid(_numpy_matrix(matrix), tuple(int(e) for e in extent))
+            grid = _Grid(toFrame @ _numpy_matrix(matrix), tuple(int(e) for e in extent))
             if not grid.empty:
                 return grid
         logger.warning("Ignoring unusable reference image geometry %r", parameter)
-    return _union_of_layers(segmentation, binaryName)
+    union = _union_of_layers(segmentation, binaryName)
+    return _Grid(toFrame @ union.ijk_to_ras, union.extent)
 
 
 def _union_of_layers(segmentation: slicer.vtkSegmentation, binaryName: str) -> _Grid:
@@ -331,8 +338,9 @@ def _labels_on_grid(
     segments: list[Segment],
     allowResampling: bool,
     layerIndex: int,
+    toFrame: np.ndarray,
 ) -> np.ndarray:
-    """The layer's label array on ``grid``: padded/cropped copy, strays set to 0."""
+    """The layer's label array on ``grid`` (in the export frame): padded/cropped copy, strays set to 0."""
     values = [segment.label_value for segment in segments]
     dtype = label_dtype(max(values))
     out = np.zeros(grid.shape, dtype=dtype)
@@ -341,6 +349,12 @@ def _labels_on_grid(
     layerGrid = _image_grid(image)
     if layerGrid.empty:
         return out
+    if not np.allclose(toFrame, np.eye(4)):
+        layerGrid = _Grid(toFrame @ layerGrid.ijk_to_ras, layerGrid.extent)
+        moved = slicer.vtkOrientedImageData()
+        moved.ShallowCopy(image)  # same voxels, placed in the export frame
+        moved.SetImageToWorldMatrix(layerGrid.vtk_matrix())
+        image = moved
     if image.GetNumberOfScalarComponents() != 1:
         raise InvalidSegmentationError(f"Layer {layerIndex} has {image.GetNumberOfScalarComponents()} components.")
     offset = _integer_offset(grid, layerGrid)
@@ -443,19 +457,25 @@ def _crop(layers: list[Layer], affine: np.ndarray) -> tuple[list[Layer], np.ndar
     return cropped, new_affine
 
 
-def _node_to_world_lps(node: slicer.vtkMRMLTransformableNode) -> np.ndarray:
-    """LPS matrix of the node's parent transform (identity if none): maps local LPS to world LPS."""
-    transformNode = node.GetParentTransformNode()
-    if transformNode is None:
+def _segmentation_to_frame(
+    segmentationNode: slicer.vtkMRMLSegmentationNode, referenceVolumeNode: slicer.vtkMRMLVolumeNode | None
+) -> np.ndarray:
+    """RAS matrix from the segmentation's local coordinates to the export frame.
+
+    The frame is the reference volume's local coordinates (its DICOM coordinates), else world:
+    a segmentation under the same transform as its volume exports unchanged.
+    """
+    source = segmentationNode.GetParentTransformNode()
+    target = referenceVolumeNode.GetParentTransformNode() if referenceVolumeNode is not None else None
+    if source is None and target is None:
         return np.eye(4)
-    if not transformNode.IsTransformToWorldLinear():
-        raise GeometryMismatchError(
-            f"Segmentation '{node.GetName()}' is under a non-linear transform; harden the transform "
-            "(Transforms module) before exporting."
-        )
     matrix = vtk.vtkMatrix4x4()
-    transformNode.GetMatrixTransformToWorld(matrix)
-    return _LPS_TO_RAS @ _numpy_matrix(matrix) @ _LPS_TO_RAS
+    if not slicer.vtkMRMLTransformNode.GetMatrixTransformBetweenNodes(source, target, matrix):
+        raise GeometryMismatchError(
+            f"Segmentation '{segmentationNode.GetName()}' is under a non-linear transform (relative to its "
+            "reference volume); harden the transform (Transforms module) before exporting."
+        )
+    return _numpy_matrix(matrix)
 
 
 def _numpy_matrix(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
