@@ -513,3 +513,68 @@ def _load_with_slicer(scene, path: Path):
     storage.SetFileName(str(path))
     assert storage.ReadData(node) == 1, f"Slicer could not read {path}"
     return node
+
+
+# --------------------------------------------------------------------------- mask folders
+
+
+def _split_into_masks(source: Path, folder: Path, classes: dict[str, str], extra_empty: int = 3) -> list[int]:
+    image = nib.load(str(source))
+    data = np.asarray(image.dataobj)
+    folder.mkdir()
+    present = sorted(set(np.unique(data).tolist()) - {0})
+    empty = [int(k) for k in classes if int(k) not in present][:extra_empty]
+    for label in present + empty:
+        mask = nib.Nifti1Image((data == label).astype(np.uint8), image.affine, image.header)
+        nib.save(mask, str(folder / f"{classes[str(label)]}.nii.gz"))
+    return present
+
+
+def test_totalsegmentator_mask_folder_equals_its_multilabel_map(data_dir: Path, tmp_path: Path,
+                                                                 total_classes: Path) -> None:
+    source = data_dir / "totalsegmentator" / "example_seg.nii.gz"
+    classes = json.loads(total_classes.read_text())
+    present = _split_into_masks(source, tmp_path / "masks", classes)
+    from_masks = fileio.read_segmentation_file(tmp_path / "masks", total_classes)
+    from_labelmap = fileio.read_labelmap(source, total_classes)
+    assert [s.label_value for s in from_masks.segments] == present, "empty masks are skipped"
+    assert differences(from_labelmap, from_masks) == []
+
+
+def test_mask_folder_without_table_and_with_overlaps(tmp_path: Path) -> None:
+    geometry = Geometry((3, 4, 5), make_affine(), None)
+    folder = tmp_path / "masks"
+    base = np.zeros(geometry.shape, np.uint8)
+    masks = {"b_kidney": base.copy(), "a_liver": base.copy(), "c_tumor": base.copy()}
+    masks["a_liver"][0] = 1
+    masks["b_kidney"][2] = 1
+    masks["c_tumor"][0, :2] = 1  # inside the liver
+    for name, mask in masks.items():
+        segmentation = Segmentation(geometry, [Layer(mask, [Segment(1, name)])])
+        fileio.write_nifti(segmentation, folder / f"{name}.nii.gz", sidecar=False)
+    result = fileio.read_mask_folder(folder)
+    assert [[(s.label_value, s.name) for s in layer.segments] for layer in result.layers] == [
+        [(1, "a_liver"), (2, "b_kidney")],
+        [(3, "c_tumor")],
+    ]
+    np.testing.assert_array_equal(result.layers[1].labels == 3, masks["c_tumor"] == 1)
+    assert result.geometry.same_as(geometry)
+
+
+def test_mask_folder_problems(tmp_path: Path) -> None:
+    from DICOMLabelmapSegLib.errors import GeometryMismatchError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LabelFileError, match="no .nii"):
+        fileio.read_mask_folder(tmp_path / "empty")
+    folder = tmp_path / "mixed"
+    one = make_segmentation(Geometry((2, 3, 4), make_affine(), None), layers=[[1]])
+    other = make_segmentation(Geometry((2, 3, 4), make_affine(spacing=(1, 1, 1)), None), layers=[[1]])
+    fileio.write_nifti(one, folder / "a.nii.gz", sidecar=False)
+    fileio.write_nifti(other, folder / "b.nii.gz", sidecar=False)
+    with pytest.raises(GeometryMismatchError, match="same grid"):
+        fileio.read_mask_folder(folder)
+    multi = tmp_path / "multi"
+    fileio.write_nifti(make_segmentation(layers=[[1, 2]]), multi / "a.nii.gz", sidecar=False)
+    with pytest.raises(LabelFileError, match="several labels"):
+        fileio.read_mask_folder(multi)

@@ -56,6 +56,9 @@ examples:
   dicom-labelmap-seg export seg.nii.gz --reference ct_dicom/ -o out/ \\
       --labels totalsegmentator_total_classes.json
 
+  # a folder of TotalSegmentator masks (liver.nii.gz, spleen.nii.gz, ...) -> SEG
+  dicom-labelmap-seg export masks/ --reference ct_dicom/ -o out/ --labels totalsegmentator_total_classes.json
+
   # a 3D Slicer segmentation -> SEG (RLE, readable by almost every viewer)
   dicom-labelmap-seg export Segmentation.seg.nrrd --reference ct_dicom/ -o out/ --syntax rle
 
@@ -570,9 +573,11 @@ def build_parser() -> argparse.ArgumentParser:
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="Segmentation file(s): 3D Slicer .seg.nrrd (names, colors, terminology and layers are kept), or a "
-        "label map .nii/.nii.gz/.nrrd (4D = one layer per volume) whose labels are explained by --labels. "
-        "Several inputs are several cases, written to OUT_DIR/<input name>/.",
+        help="Segmentation(s): a 3D Slicer .seg.nrrd (names, colors, terminology and layers are kept); a label "
+        "map .nii/.nii.gz/.nrrd (4D = one layer per volume) whose labels are explained by --labels; or a folder "
+        "of binary masks, one segment per file named after it (TotalSegmentator's default output; with "
+        "--labels, names are matched to the table's label values). Several inputs are several cases, written "
+        "to OUT_DIR/<input name>/.",
     )
     export.add_argument(
         "-r",

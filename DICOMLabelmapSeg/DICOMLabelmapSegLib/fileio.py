@@ -32,17 +32,18 @@ import os
 import re
 import tempfile
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import ImplausibleSizeError, LabelmapSegError, TooManyLabelsError
+from .errors import GeometryMismatchError, ImplausibleSizeError, LabelmapSegError, TooManyLabelsError
 from .labeltable import (
     LABEL_TABLE_FORMAT,
     LabelFileError,
     LabelTable,
+    default_color,
     default_segment,
     parse_label_table,
     read_label_table,
@@ -72,7 +73,9 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "LabelFileError",
     "MAX_VOXELS",
+    "pack_masks",
     "read_labelmap",
+    "read_mask_folder",
     "read_seg_nrrd",
     "read_segmentation_file",
     "sidecar_path",
@@ -137,15 +140,16 @@ def read_segmentation_file(
     ----------
     path
         The file. A ``.nrrd`` whose header has ``Segment<N>_`` fields is read as a Slicer
-        segmentation whatever its name.
+        segmentation whatever its name. A folder is read with :func:`read_mask_folder`.
     labels
-        Label table (object or JSON path) for plain label maps; ignored for ``.seg.nrrd``.
+        Label table (object or JSON path) for plain label maps and mask folders; ignored for
+        ``.seg.nrrd``.
     """
     path = Path(path)
     if not path.exists():
         raise LabelFileError(f"{path} does not exist.")
     if path.is_dir():
-        raise LabelFileError(f"{path} is a folder; give a .seg.nrrd, .nrrd, .nii or .nii.gz file.")
+        return read_mask_folder(path, labels)
     name = path.name.lower()
     if name.endswith(NRRD_SUFFIXES):
         header, _ = _read_nrrd_header_file(path)
@@ -395,17 +399,22 @@ def read_labelmap(
         ``Segment_<label>`` and given generated colors.
     """
     path = Path(path)
+    arrays, affine = _read_label_volumes(path)
+    table = _resolve_table(path, labels)
+    layers = _layers_from_table(arrays, table, path)
+    segmentation = Segmentation(geometry=Geometry(shape=arrays[0].shape, affine=affine), layers=layers)
+    _validate(segmentation, path)
+    return segmentation
+
+
+def _read_label_volumes(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
+    """The label volumes ``(k, j, i)`` (one per layer) and the model affine of a NIfTI/NRRD file."""
     if path.name.lower().endswith(NIFTI_SUFFIXES):
         volumes, affine = _read_nifti(path)
     else:
         header, data = _read_nrrd(path)
         volumes, affine = _nrrd_volumes(header, data, path)
-    table = _resolve_table(path, labels)
-    arrays = [_label_array(volume, path) for volume in volumes]
-    layers = _layers_from_table(arrays, table, path)
-    segmentation = Segmentation(geometry=Geometry(shape=arrays[0].shape, affine=affine), layers=layers)
-    _validate(segmentation, path)
-    return segmentation
+    return [_label_array(volume, path) for volume in volumes], affine
 
 
 def _resolve_table(path: Path, labels: LabelTable | str | os.PathLike[str] | None) -> LabelTable | None:
@@ -456,6 +465,102 @@ def _layers_from_table(arrays: Sequence[np.ndarray], table: LabelTable | None, p
         shown = ", ".join(str(v) for v in sorted(set(undescribed))[:10])
         logger.warning("%s: labels %s are not in the label table; named Segment_<label>.", path.name, shown)
     return layers
+
+
+def read_mask_folder(
+    folder: str | os.PathLike[str], labels: LabelTable | str | os.PathLike[str] | None = None
+) -> Segmentation:
+    """Read a folder of binary masks, one segment per file (TotalSegmentator's default output).
+
+    Every ``*.nii``, ``*.nii.gz`` and ``*.nrrd`` file in ``folder`` (not its subfolders) is one
+    segment named after the file (``liver.nii.gz`` -> ``liver``); all must share one grid.
+    Empty masks are skipped. With a label table, a mask whose name matches an entry's name
+    gets that entry's label value, color and terminology (so TotalSegmentator's class map gives
+    the same label values as its multi-label output); other masks get the next free values.
+    Non-overlapping masks share a layer; a mask overlapping every existing layer starts a new one.
+    """
+    folder = Path(folder)
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith((*NIFTI_SUFFIXES, ".nrrd"))
+    )
+    if not files:
+        raise LabelFileError(f"{folder} holds no .nii, .nii.gz or .nrrd mask files.")
+    table = labels if isinstance(labels, LabelTable) else read_label_table(labels) if labels is not None else None
+    by_name = {segment.name.lower(): segment for segment in (table.entries.values() if table else [])}
+    used = {segment.label_value for segment in by_name.values()}
+    geometry: Geometry | None = None
+    layers: list[Layer] = []
+    next_value = max(used, default=0)
+    unnamed: list[str] = []
+    for file in files:  # one mask in memory at a time: a folder may hold 100+ masks of a large CT
+        arrays, affine = _read_label_volumes(file)
+        if len(arrays) != 1:
+            raise LabelFileError(f"{file.name} is 4D; a mask folder holds one 3D binary mask per file.")
+        file_geometry = Geometry(shape=arrays[0].shape, affine=affine)
+        if geometry is None:
+            geometry = file_geometry
+        elif not geometry.same_as(file_geometry):
+            raise GeometryMismatchError(
+                f"{file.name} is not on the same grid as {files[0].name}; the masks of a folder must share one grid."
+            )
+        present = [int(v) for v in present_labels(arrays[0]) if v]
+        if not present:
+            continue
+        if len(present) > 1:
+            raise LabelFileError(
+                f"{file.name} holds several labels ({present[:5]}); a mask folder holds one binary mask per file. "
+                "Give a multi-label map as a file, not in a folder."
+            )
+        name = _case_stem(file.name)
+        segment = by_name.get(name.lower())
+        if segment is None:
+            unnamed.append(file.name)
+            next_value += 1
+            segment = Segment(label_value=next_value, name=name, color=default_color(next_value))
+        _add_mask(layers, segment, arrays[0] != 0)
+    if geometry is None or not layers:
+        raise LabelFileError(f"Every mask in {folder} is empty; there is nothing to export.")
+    if table is not None and unnamed:
+        shown = ", ".join(unnamed[:5])
+        logger.warning("%s: masks %s are not in the label table; they get label values after it.", folder, shown)
+    for layer in layers:
+        layer.segments.sort(key=lambda segment: segment.label_value)
+    return Segmentation(geometry=geometry, layers=layers)
+
+
+def pack_masks(masks: Iterable[tuple[Segment, np.ndarray]]) -> list[Layer]:
+    """Put boolean masks into as few non-overlapping label layers as possible (first fit, in order)."""
+    layers: list[Layer] = []
+    for segment, mask in masks:
+        _add_mask(layers, segment, mask)
+    return layers
+
+
+def _add_mask(layers: list[Layer], segment: Segment, mask: np.ndarray) -> None:
+    """Paint ``mask`` with the segment's label value into the first layer it does not overlap."""
+    target = next(
+        (
+            layer
+            for layer in layers
+            if layer.segment_for_label(segment.label_value) is None and not np.any(layer.labels[mask])
+        ),
+        None,
+    )
+    if target is None:
+        _check_size((len(layers) + 1, *mask.shape), Path("masks"))
+        target = Layer(labels=np.zeros(mask.shape, dtype=np.uint8), segments=[])
+        layers.append(target)
+    if segment.label_value > np.iinfo(target.labels.dtype).max:
+        target.labels = target.labels.astype(label_dtype(segment.label_value))
+    target.labels[mask] = segment.label_value
+    target.segments.append(segment)
+
+
+def _case_stem(name: str) -> str:
+    for suffix in (*NIFTI_SUFFIXES, ".nrrd"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def write_nifti(segmentation: Segmentation, path: str | os.PathLike[str], sidecar: bool = True) -> list[Path]:
