@@ -230,7 +230,7 @@ def decode_labelmap_frames(
     Returns
     -------
     numpy.ndarray
-        Counts of each label value among the decoded pixels (after padding removal).
+        Per label value (after padding removal), a count that is non-zero exactly when the value occurs.
     """
     transfer_syntax_uid = str(ds.file_meta.TransferSyntaxUID)
     slices = np.asarray(slice_of_frame, dtype=np.int64)
@@ -239,7 +239,7 @@ def decode_labelmap_frames(
     require_decoder(transfer_syntax_uid)
     fragments = frame_fragments(ds, layout)
     decode = _frame_decoder(ds, transfer_syntax_uid, layout)
-    bins = 1 << layout.bits_allocated
+    bins = 1 << 16  # 8-bit frames are counted as pairs of pixels (half the work), see label_counts
 
     def run(frame_indices: range) -> np.ndarray:
         counts = np.zeros(bins, dtype=np.int64)
@@ -258,18 +258,43 @@ def decode_labelmap_frames(
             target[...] = frame
             if padding_value is not None:
                 target[target == padding_value] = 0
-            counts += np.bincount(target.ravel(), minlength=bins)
+            counts += _histogram(target)
         return counts
 
     n = layout.number_of_frames
     workers = workers or os.cpu_count() or 1
     if workers <= 1 or n < 2 or n * layout.rows * layout.columns < _PARALLEL_MIN_VOXELS:
-        return run(range(n))
+        return label_counts(run(range(n)), layout.bits_allocated)
     chunks = min(n, workers * 4)
     bounds = np.linspace(0, n, chunks + 1).astype(int)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(run, [range(bounds[c], bounds[c + 1]) for c in range(chunks)]))
-    return np.sum(results, axis=0)
+    return label_counts(np.sum(results, axis=0), layout.bits_allocated)
+
+
+def _histogram(labels: np.ndarray) -> np.ndarray:
+    """Counts of 16-bit values: of pixels for uint16 arrays, of pairs of adjacent pixels for uint8 arrays."""
+    if labels.dtype == np.uint8:
+        flat = labels.reshape(-1)
+        if flat.size % 2:
+            flat = np.concatenate([flat, np.zeros(1, dtype=np.uint8)])
+        return np.bincount(flat.view(np.uint16), minlength=1 << 16)
+    return np.bincount(labels.reshape(-1), minlength=1 << 16)
+
+
+def label_counts(histogram: np.ndarray, bits_allocated: int) -> np.ndarray:
+    """Presence counts per label value from :func:`_histogram` output (pair counts folded for 8 bits).
+
+    For 8-bit labels the counts are of pixel pairs containing the value, which is all the
+    reader needs (which values occur); for 16-bit labels they are exact pixel counts.
+    """
+    if bits_allocated != 8:
+        return histogram
+    pairs = np.flatnonzero(histogram)
+    counts = np.zeros(256, dtype=np.int64)
+    np.add.at(counts, pairs & 0xFF, histogram[pairs])
+    np.add.at(counts, pairs >> 8, histogram[pairs])
+    return counts
 
 
 def _native_frames(
@@ -298,4 +323,4 @@ def _native_frames(
         out[slices] = frames
     if padding_value is not None:
         out[out == padding_value] = 0
-    return np.bincount(out.ravel(), minlength=1 << layout.bits_allocated)
+    return label_counts(_histogram(out), layout.bits_allocated)

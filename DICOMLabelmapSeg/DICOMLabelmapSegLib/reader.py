@@ -19,17 +19,17 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from . import pixels
+from . import framegroups, pixels
 from .errors import (
     CorruptPixelDataError,
     GeometryMismatchError,
@@ -64,6 +64,7 @@ MAX_VOXELS = 2**31
 #: A path, a folder, a pydicom Dataset, or a list of those.
 Source = Union[str, os.PathLike, Dataset]
 Sources = Union[Source, Iterable[Source]]
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------------------- public API
@@ -198,7 +199,7 @@ def read_segmentation(
             f"The input holds {len(series)} segmentation series ({listed}); read_segmentation reads one. "
             "Pass the files of one series, or use read_segmentations."
         )
-    return _read_series(next(iter(series.values())), fractional_threshold, max_voxels, workers)
+    return _guarded(_read_series, next(iter(series.values())), fractional_threshold, max_voxels, workers)
 
 
 def read_segmentations(
@@ -213,7 +214,9 @@ def read_segmentations(
     Series are returned in the order they are first met. Parameters as :func:`read_segmentation`.
     """
     series = _group_series(_load(sources, headers_only=False))
-    return [_read_series(instances, fractional_threshold, max_voxels, workers) for instances in series.values()]
+    return [
+        _guarded(_read_series, instances, fractional_threshold, max_voxels, workers) for instances in series.values()
+    ]
 
 
 def describe(sources: Sources) -> list[SeriesDescription]:
@@ -223,29 +226,47 @@ def describe(sources: Sources) -> list[SeriesDescription]:
     with a ``problem``; files that are not DICOM or lack mandatory attributes raise
     :class:`~.errors.InvalidDicomFileError`.
     """
-    descriptions = []
-    for instances in _group_series(_load(sources, headers_only=True)).values():
-        headers = _sorted_headers(instances)
-        _check_series_consistency(headers)
-        problem = None
-        geometry = None
-        try:
-            unsupported = next((h.unsupported for h in headers if h.unsupported), None)
-            if unsupported:
-                raise UnsupportedSegmentationError(unsupported)
-            geometry, _ = _series_grid(headers)
-        except LabelmapSegError as error:
-            problem = str(error)
-        descriptions.append(
-            SeriesDescription(
-                series_info=_series_info(headers),
-                layers=tuple(_layer_description(header) for header in headers),
-                geometry=geometry,
-                referenced_series=_referenced_series(headers),
-                problem=problem,
-            )
-        )
-    return descriptions
+    return [_guarded(_describe_series, instances) for instances in _group_series(_load(sources, True)).values()]
+
+
+def _describe_series(instances: list[_Instance]) -> SeriesDescription:
+    """The SeriesDescription of one series (headers only)."""
+    headers = _sorted_headers(instances)
+    _check_series_consistency(headers)
+    problem = None
+    geometry = None
+    try:
+        unsupported = next((h.unsupported for h in headers if h.unsupported), None)
+        if unsupported:
+            raise UnsupportedSegmentationError(unsupported)
+        geometry, _ = _series_grid(headers)
+    except LabelmapSegError as error:
+        problem = str(error)
+    return SeriesDescription(
+        series_info=_series_info(headers),
+        layers=tuple(_layer_description(header) for header in headers),
+        geometry=geometry,
+        referenced_series=_referenced_series(headers),
+        problem=problem,
+    )
+
+
+def _guarded(function: Callable[..., T], instances: list[_Instance], *args: Any) -> T:
+    """Call ``function(instances, *args)``; turn any library exception into a typed error naming the file."""
+    try:
+        return function(instances, *args)
+    except LabelmapSegError:
+        raise
+    except MemoryError as error:
+        raise ImplausibleSizeError(
+            "Not enough memory to read this segmentation; its header may be damaged, or the data is too large "
+            "for this computer."
+        ) from error
+    except Exception as error:  # noqa: BLE001 - pydicom raises many types on damaged values
+        where = _where(instances[0]) if len(instances) == 1 else "A file of the series"
+        raise InvalidDicomFileError(
+            f"{where} has a damaged header or pixel data ({_brief(error)}); export the file again."
+        ) from error
 
 
 # ---------------------------------------------------------------------------- loading files
@@ -318,9 +339,8 @@ def _read_file(path: Path, headers_only: bool) -> Dataset:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ds = pydicom.dcmread(path, stop_before_pixels=headers_only)
-            # Element values are parsed lazily; touch the top level now so that damage shows here.
-            for element in ds:
-                _ = element.value
+            # Element values are converted lazily (damage surfaces later, where every access is guarded);
+            # large sequences are parsed from their raw bytes by framegroups, much faster than by pydicom.
     except InvalidDicomError as error:
         raise InvalidDicomFileError(f"'{path.name}' is not a valid DICOM file; give a DICOM SEG file.") from error
     except Exception as error:  # noqa: BLE001 - pydicom raises many types on damaged files
@@ -614,85 +634,73 @@ def _frame_functional_groups(
     ds: Dataset, where: str, frames: int, segmentation_type: SegmentationType, unsupported: str | None
 ) -> tuple[_Planes, np.ndarray | None, list[str]]:
     """Orientation, spacing and position of every frame, referenced segments and source images."""
+    if unsupported is not None:
+        return _Planes(None, None, None, None, None), None, []
     shared_sequence = ds.get("SharedFunctionalGroupsSequence")
-    shared = shared_sequence[0] if shared_sequence else Dataset()
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    if per_frame is None:
-        if unsupported is None:
+    shared = framegroups.group_from_item(shared_sequence[0]) if shared_sequence else framegroups.FrameGroup()
+    groups = framegroups.raw_frame_groups(ds)
+    if groups is None:
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+        if per_frame is None:
             raise InvalidDicomFileError(
                 f"{where} lacks the Per-Frame Functional Groups Sequence, a mandatory attribute; the file is invalid."
             )
-        per_frame = []
-    if len(per_frame) != frames and unsupported is None:
+        groups = [framegroups.group_from_item(item) for item in per_frame]
+    if len(groups) != frames:
         raise InvalidDicomFileError(
-            f"{where} says Number of Frames {frames} but has {len(per_frame)} per-frame functional groups; "
+            f"{where} says Number of Frames {frames} but has {len(groups)} per-frame functional groups; "
             "the header is inconsistent. Export the file again."
         )
-    if unsupported is not None:
-        return _Planes(None, None, None, None, None), None, []
-
-    def group(item: Dataset, keyword: str) -> Dataset | None:
-        sequence = item.get(keyword) or shared.get(keyword)
-        return sequence[0] if sequence else None
 
     orientation_values: set[tuple] = set()
     spacing_values: set[tuple] = set()
-    between: float | None = None
-    thickness: float | None = None
+    between = _optional_float(shared.spacing_between_slices)
+    thickness = _optional_float(shared.slice_thickness)
     positions = np.empty((frames, 3), dtype=np.float64)
     with_position = 0
     frame_segments = np.zeros(frames, dtype=np.int64) if segmentation_type != SegmentationType.LABELMAP else None
     source_uids: list[str] = []
     seen_sources: set[str] = set()
-    shared_orientation = group(Dataset(), "PlaneOrientationSequence")
-    shared_measures = group(Dataset(), "PixelMeasuresSequence")
-    for index, item in enumerate(per_frame):
-        orientation = item.get("PlaneOrientationSequence")
-        orientation = orientation[0] if orientation else shared_orientation
-        if orientation is not None and orientation.get("ImageOrientationPatient") is not None:
-            orientation_values.add(tuple(orientation.ImageOrientationPatient))
-        measures = item.get("PixelMeasuresSequence")
-        measures = measures[0] if measures else shared_measures
-        if measures is not None:
-            if measures.get("PixelSpacing") is not None:
-                spacing_values.add(tuple(measures.PixelSpacing))
-            if between is None and measures.get("SpacingBetweenSlices") is not None:
-                between = abs(float(measures.SpacingBetweenSlices))
-            if thickness is None and measures.get("SliceThickness") is not None:
-                thickness = abs(float(measures.SliceThickness))
-        position = item.get("PlanePositionSequence")
-        position = position[0] if position else None
-        if position is not None and position.get("ImagePositionPatient") is not None:
-            positions[index] = _floats(position.ImagePositionPatient, 3, "Image Position (Patient)", where)
+    for index, group in enumerate(groups):
+        orientation = group.image_orientation if group.image_orientation is not None else shared.image_orientation
+        if orientation is not None:
+            orientation_values.add(tuple(str(v) for v in orientation))
+        spacing = group.pixel_spacing if group.pixel_spacing is not None else shared.pixel_spacing
+        if spacing is not None:
+            spacing_values.add(tuple(str(v) for v in spacing))
+        if between is None and group.spacing_between_slices is not None:
+            between = _optional_float(group.spacing_between_slices)
+        if thickness is None and group.slice_thickness is not None:
+            thickness = _optional_float(group.slice_thickness)
+        if group.image_position is not None:
+            positions[index] = _floats(group.image_position, 3, "Image Position (Patient)", where)
             with_position += 1
         if frame_segments is not None:
-            identification = group(item, "SegmentIdentificationSequence")
-            if identification is None or identification.get("ReferencedSegmentNumber") is None:
+            number = group.referenced_segment_number
+            number = shared.referenced_segment_number if number is None else number
+            if number is None:
                 raise InvalidDicomFileError(
                     f"{where}: frame {index + 1} has no Referenced Segment Number (Segment Identification "
                     "Sequence); every frame of a BINARY or FRACTIONAL segmentation needs one."
                 )
-            frame_segments[index] = int(identification.ReferencedSegmentNumber)
-        derivation = item.get("DerivationImageSequence")
-        for derivation_item in derivation or ():
-            for source in derivation_item.get("SourceImageSequence") or ():
-                uid = str(source.get("ReferencedSOPInstanceUID", "") or "")
-                if uid and uid not in seen_sources:
-                    seen_sources.add(uid)
-                    source_uids.append(uid)
+            frame_segments[index] = number
+        for uid in group.source_sop_instance_uids:
+            if uid not in seen_sources:
+                seen_sources.add(uid)
+                source_uids.append(uid)
     if with_position not in (0, frames):
         raise InvalidDicomFileError(
             f"{where}: {frames - with_position} of {frames} frames have no Image Position (Patient); "
             "frames cannot be placed. The file is invalid."
         )
-    if len(orientation_values) > 1 or len(spacing_values) > 1:
+    orientations = {tuple(_floats(v, 6, "Image Orientation (Patient)", where)) for v in orientation_values}
+    spacings = {tuple(_floats(v, 2, "Pixel Spacing", where)) for v in spacing_values}
+    if len(orientations) > 1 or len(spacings) > 1:
         raise GeometryMismatchError(
             f"{where}: the frames have different orientations or pixel spacings; they do not form one volume."
         )
-    orientation = None
-    if orientation_values:
-        orientation = _floats(orientation_values.pop(), 6, "Image Orientation (Patient)", where)
-    spacing = _floats(spacing_values.pop(), 2, "Pixel Spacing", where) if spacing_values else None
+    orientation = np.array(orientations.pop()) if orientations else None
+    spacing = np.array(spacings.pop()) if spacings else None
     if spacing is not None and np.any(spacing <= 0):
         raise InvalidDicomFileError(f"{where} has Pixel Spacing {spacing.tolist()}; spacings must be positive.")
     if with_position and (orientation is None or spacing is None):
@@ -703,11 +711,19 @@ def _frame_functional_groups(
         )
     if orientation is not None:
         _check_orientation(orientation, where)
-    return (
-        _Planes(orientation, spacing, between or None, thickness or None, positions if with_position else None),
-        frame_segments,
-        source_uids,
-    )
+    planes = _Planes(orientation, spacing, between or None, thickness or None, positions if with_position else None)
+    return planes, frame_segments, source_uids
+
+
+def _optional_float(value: Any) -> float | None:
+    """abs(float(value)) of an optional DS value; None if absent, unparsable or not finite."""
+    if value is None or value == "":
+        return None
+    try:
+        number = abs(float(value))
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _check_orientation(orientation: np.ndarray, where: str) -> None:
@@ -765,9 +781,10 @@ def _check_series_consistency(headers: list[_Header]) -> None:
 def _series_grid(headers: list[_Header], max_voxels: int = MAX_VOXELS) -> tuple[Geometry, list[np.ndarray]]:
     """The volume grid of a series and the slice index of each frame of each instance.
 
-    Frames are placed by position; the slice axis points the way the first instance's
-    frames progress (so a file written in slice order reads back with the same affine).
-    Missing slices between frames are filled on the regular grid.
+    Frames are placed by position, never by their order in the file. The slice axis points
+    along the frames' normal (row direction x column direction), like a DICOM image series
+    sorted by position, whatever order a writer stored the frames in (highdicom stores them
+    in decreasing position). Missing slices between frames are filled on the regular grid.
     """
     first = headers[0]
     rows, columns = first.layout.rows, first.layout.columns
@@ -796,14 +813,7 @@ def _series_grid(headers: list[_Header], max_voxels: int = MAX_VOXELS) -> tuple[
     declared = next((h.planes.spacing_between_slices for h in headers if h.planes.spacing_between_slices), None)
     step = _slice_step(gaps, declared, first.planes.slice_thickness, tolerance)
 
-    sign = 1.0
-    own = first.planes.positions @ normal
-    moves = np.diff(own)
-    moves = moves[np.abs(moves) > tolerance]
-    if moves.size and moves[0] < 0:
-        sign = -1.0
-    reference = ordered[0] if sign > 0 else ordered[-1]
-    k_float = sign * (distances - reference) / step
+    k_float = (distances - ordered[0]) / step
     k = np.rint(k_float)
     if np.any(np.abs(k_float - k) > 0.02):
         raise GeometryMismatchError(
@@ -827,7 +837,7 @@ def _series_grid(headers: list[_Header], max_voxels: int = MAX_VOXELS) -> tuple[
             )
     else:
         origin = positions[0]
-        step_vector = sign * step * normal
+        step_vector = step * normal
     affine = affine_from_plane(origin, orientation, spacing, step_vector)
     geometry = Geometry((slices, rows, columns), affine, first.frame_of_reference_uid)
     indices = []
@@ -1113,13 +1123,23 @@ def _referenced_series(headers: list[_Header]) -> ReferencedSeries | None:
     series_uid = None
     sop_class = None
     instance_uids: list[str] = []
-    for item in ds.get("ReferencedSeriesSequence") or ():
-        if series_uid is None and item.get("SeriesInstanceUID"):
-            series_uid = str(item.SeriesInstanceUID)
-            for instance in item.get("ReferencedInstanceSequence") or ():
-                if instance.get("ReferencedSOPInstanceUID"):
-                    instance_uids.append(str(instance.ReferencedSOPInstanceUID))
-                    sop_class = sop_class or (str(instance.get("ReferencedSOPClassUID") or "") or None)
+    referenced = framegroups.raw_referenced_series(ds)
+    if referenced is None:
+        referenced = [
+            (
+                str(item.get("SeriesInstanceUID", "") or ""),
+                [
+                    (str(i.get("ReferencedSOPClassUID", "") or ""), str(i.get("ReferencedSOPInstanceUID", "") or ""))
+                    for i in item.get("ReferencedInstanceSequence") or ()
+                ],
+            )
+            for item in ds.get("ReferencedSeriesSequence") or ()
+        ]
+    for uid, instances in referenced:
+        if series_uid is None and uid:
+            series_uid = uid
+            instance_uids = [instance for _, instance in instances if instance]
+            sop_class = next((sop for sop, _ in instances if sop), None)
     if series_uid is None:
         return None
     if not instance_uids:
