@@ -415,3 +415,35 @@ def test_command_in_a_subprocess(case, tmp_path: Path) -> None:
                           capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 1
     _assert_one_line_error(done.stderr)
+
+
+# --------------------------------------------------------------------------- the real TotalSegmentator case
+
+
+@pytest.mark.slow
+def test_totalsegmentator_output_on_its_real_ct(data_dir: Path, tmp_path: Path, capsys) -> None:
+    """example_seg_dicom.nii.gz (LAS, 31 labels) on its real 20-slice CT, UIDs repaired in a copy."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    ct = tmp_path / "ct"
+    ct.mkdir()
+    study, series = generate_uid(), generate_uid()
+    for number, source in enumerate(sorted((data_dir / "totalsegmentator" / "example_ct_dicom").iterdir())):
+        ds = pydicom.dcmread(source)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.PatientID = ds.PatientID or "TS-EXAMPLE"
+        ds.save_as(ct / f"{number:03d}.dcm", enforce_file_format=True)
+    nifti = data_dir / "totalsegmentator" / "example_seg_dicom.nii.gz"
+    classes = data_dir / "totalsegmentator_total_classes.json"
+    code, _, err = run(["export", str(nifti), "-r", str(ct), "-o", str(tmp_path / "seg"), "--labels", str(classes),
+                        "-q"], capsys)
+    assert code == 0, err
+    code, _, err = run(["import", str(tmp_path / "seg"), "-o", str(tmp_path / "back.seg.nrrd"), "-q"], capsys)
+    assert code == 0, err
+    expected = fileio.read_labelmap(nifti, read_label_table(classes))
+    back = fileio.read_seg_nrrd(tmp_path / "back.seg.nrrd")
+    assert len(back.segments) == 31
+    assert_same_physical(expected, back)
