@@ -54,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="write BENCHMARK.md and bench/benchmark.png even for a partial run")
     parser.add_argument("--no-docs", action="store_true", help="never write BENCHMARK.md / bench/benchmark.png")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per measurement")
+    parser.add_argument("--in-process", action="store_true",
+                        help="measure in this process (for the smoke test: fast, but times and peaks are not clean)")
     return parser.parse_args(argv)
 
 
@@ -70,8 +72,15 @@ def select_formats(pattern: str | None) -> list[peers.Format]:
     return chosen
 
 
-def run_worker(spec: dict, timeout: float, log: Path) -> dict:
-    """Run one measurement in a fresh interpreter; return its result row."""
+def run_worker(spec: dict, timeout: float, log: Path, in_process: bool = False) -> dict:
+    """Run one measurement in a fresh interpreter (or here); return its result row."""
+    if in_process:
+        import worker
+
+        try:
+            return worker.measure(spec)
+        except Exception as error:
+            return {**_key(spec), "status": "error", "error": f"{type(error).__name__}: {error}"}
     command = [sys.executable, str(BENCH_DIR / "worker.py"), json.dumps(spec)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=REPO_DIR)
@@ -122,12 +131,12 @@ def main(argv: list[str] | None = None) -> int:
                 out = scratch / name / fmt.name / f"rep{rep}"
                 shutil.rmtree(out, ignore_errors=True)
                 base = {"case": name, "format": fmt.name, "rep": rep, "out": str(out), "cache": str(cache),
-                        "warm": not args.cold}
-                exported = run_worker({**base, "op": "export"}, args.timeout, log)
+                        "warm": not (args.cold or args.in_process), "gc": not args.in_process}
+                exported = run_worker({**base, "op": "export"}, args.timeout, log, args.in_process)
                 rows.append(exported)
                 _print(exported)
                 if exported.get("status") == "ok":
-                    imported = run_worker({**base, "op": "import"}, args.timeout, log)
+                    imported = run_worker({**base, "op": "import"}, args.timeout, log, args.in_process)
                     rows.append(imported)
                     _print(imported)
                 shutil.rmtree(out, ignore_errors=True)

@@ -87,7 +87,8 @@ def measure(spec: dict) -> dict:
             state = fmt.setup_import(case)
     except peers.NotApplicable as reason:
         return {**result, "status": "n/a", "error": str(reason)}
-    gc.collect()
+    if spec.get("gc", True):
+        gc.collect()
     reset = _reset_peak()
     baseline = _status_kb("VmRSS")
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
