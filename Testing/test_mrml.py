@@ -382,7 +382,7 @@ def test_union_of_layers_without_reference_geometry(slicer_core, mrml_scene):
     ijk_to_ras = _ijk_to_ras(make_affine())
     labels = np.ones((1, 1, 2), np.uint8)
     node = _single_layer_node(slicer_core, mrml_scene, labels, ijk_to_ras, start=(5, 5, 5), label_values=(1,))
-    other = _oriented_image(slicer_core, np.ones((1, 1, 1)), ijk_to_ras, start=(0, 0, 0))
+    other = _oriented_image(slicer_core, np.ones((1, 1, 1)), ijk_to_ras, start=(1, 2, 3))
     segment = slicer_core.slicer.vtkSegment()
     segment.SetName("far")
     segment.SetLabelValue(1)
@@ -391,9 +391,32 @@ def test_union_of_layers_without_reference_geometry(slicer_core, mrml_scene):
     assert not node.GetSegmentation().GetConversionParameter("Reference image geometry")
 
     model = mrml.segmentation_from_node(node)
-    assert model.geometry.shape == (6, 6, 7)
+    assert model.geometry.shape == (3, 4, 6)  # k 3..5, j 2..5, i 1..6
+    assert np.allclose(model.geometry.affine, make_affine() @ _translation((3, 2, 1)))
     assert [int(layer.labels.sum()) for layer in model.layers] == [2, 1]
-    assert model.layers[0].labels[5, 5, 5:7].tolist() == [1, 1] and model.layers[1].labels[0, 0, 0] == 1
+    assert model.layers[0].labels[2, 3, 4:6].tolist() == [1, 1] and model.layers[1].labels[0, 0, 0] == 1
+
+
+def _translation(kji) -> np.ndarray:
+    matrix = np.eye(4)
+    matrix[:3, 3] = kji
+    return matrix
+
+
+def test_reference_geometry_extent_not_starting_at_zero(slicer_core, mrml_scene):
+    affine = make_affine(oblique=True)
+    ijk_to_ras = _ijk_to_ras(affine)
+    labels = np.zeros((2, 2, 2), np.uint8)
+    labels[1, 1, 1] = 1
+    node = _single_layer_node(slicer_core, mrml_scene, labels, ijk_to_ras, start=(4, 4, 4), label_values=(1,))
+    converter = slicer_core.slicer.vtkSegmentationConverter
+    geometry = converter.SerializeImageGeometry(_vtk_matrix(slicer_core, ijk_to_ras), [2, 9, 3, 7, 4, 5])
+    node.GetSegmentation().SetConversionParameter(converter.GetReferenceImageGeometryParameterName(), geometry)
+
+    model = mrml.segmentation_from_node(node)
+    assert model.geometry.shape == (2, 5, 8)
+    assert np.allclose(model.geometry.affine, affine @ _translation((4, 3, 2)))
+    assert np.argwhere(model.layers[0].labels).tolist() == [[1, 2, 3]]  # (5, 5, 5) - (4, 3, 2)
 
 
 def test_stray_labels_and_segment_selection(slicer_core, mrml_scene, caplog):
