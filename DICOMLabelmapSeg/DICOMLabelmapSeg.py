@@ -248,10 +248,7 @@ class DICOMLabelmapSegLogic(ScriptedLoadableModuleLogic):
         volumeNode, sourceFiles = slicerlogic.sourceFilesForSegmentation(
             segmentationNode, slicer.dicomDatabase.fileForInstance, parameterNode.referenceVolumeNode
         )
-        tags = slicerlogic.exportTags(segmentationNode, settings)
-        if parameterNode.seriesDescription.strip():
-            tags["SeriesDescription"] = parameterNode.seriesDescription.strip()
-        options = slicerlogic.exportOptions(settings, tags)
+        options = slicerlogic.exportOptions(settings, slicerlogic.exportTags(segmentationNode, settings))
         if not ensurePythonPackages([options.transfer_syntax.uid], forWriting=True):
             raise ValueError(_("Export needs Python packages that are not installed."))
         temporaryDirectory = tempfile.mkdtemp(prefix="DICOMLabelmapSeg-", dir=slicer.app.temporaryPath)

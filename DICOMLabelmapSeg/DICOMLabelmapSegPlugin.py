@@ -46,13 +46,17 @@ def ensurePythonPackages(transferSyntaxUIDs=(), forWriting=False):
         except ImportError:  # Slicer 5.8 / 5.10
             slicer.util.pip_install(missing)
         else:
-            packaging.pip_ensure(missing, prompt_install=False, requester="DICOM Labelmap Segmentation")
+            packaging.pip_ensure(
+                missing, prompt_install=False, prompt_restart=False, requester="DICOM Labelmap Segmentation"
+            )
     if needsRestart:
         slicer.util.infoDisplay(
-            _("The Python packages were installed. Restart Slicer to use them (pydicom was upgraded)."),
+            _("The Python packages were installed. Restart Slicer to use them: an older version of one of them "
+              "was already loaded in this session."),
             windowTitle=_("Restart Slicer"),
         )
         return False
+    importlib.invalidate_caches()  # let find_spec see the packages just installed
     return not slicerlogic.missingPackages(transferSyntaxUIDs, forWriting=forWriting)
 
 

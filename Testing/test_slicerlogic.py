@@ -513,3 +513,12 @@ def test_file_sizes_text(tmp_path):
     big.write_bytes(b"x" * 1_500_000)
     text = slicerlogic.formatFileSizes([small, big])
     assert text.splitlines() == ["Wrote 2 files, 1.5 MB in total:", "  a.dcm: 999 bytes", "  b.dcm: 1.5 MB"]
+
+
+def test_removed_volume_is_not_found(slicer_core, mrml_scene, tmp_path):
+    ct = _ct(tmp_path)
+    volume, _ = _dicom_volume(slicer_core, mrml_scene, ct)
+    uid = str(read_source_series(ct)[0].SeriesInstanceUID)
+    assert slicerlogic.findVolumeForSeries(mrml_scene, uid) is volume
+    mrml_scene.RemoveNode(volume)
+    assert slicerlogic.findVolumeForSeries(mrml_scene, uid) is None

@@ -656,7 +656,9 @@ def findVolumeForSeries(scene: Any, seriesInstanceUID: str) -> Any:
     from .mrml import find_series_node
 
     node = find_series_node(scene, seriesInstanceUID) if seriesInstanceUID else None
-    return node if node is not None and node.IsA("vtkMRMLScalarVolumeNode") else None
+    if node is None or not node.IsA("vtkMRMLScalarVolumeNode") or node.GetScene() is None:
+        return None  # (an item may briefly outlive its removed node)
+    return node
 
 
 def referencedSeriesToLoad(scene: Any, spec: LoadableSpec, seriesInDatabase: Callable[[str], bool]) -> str:
