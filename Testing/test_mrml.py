@@ -433,6 +433,30 @@ def test_stray_labels_and_segment_selection(slicer_core, mrml_scene, caplog):
     assert only_two.layers[0].labels.tolist() == [[[0, 0, 2, 0]]]
     with pytest.raises(InvalidSegmentationError, match="nope"):
         mrml.segmentation_from_node(node, segmentIds=["nope"])
+    with pytest.raises(InvalidSegmentationError, match="No segments were selected"):
+        mrml.segmentation_from_node(node, segmentIds=[])
+
+
+def test_closed_surface_segmentation_is_converted(slicer_core, mrml_scene):
+    """A segmentation whose source representation is a closed surface (e.g. imported from a model)."""
+    affine = make_affine(spacing=(1.0, 1.0, 1.0), origin=(-10.0, -10.0, -10.0))
+    volume = _volume_node(slicer_core, mrml_scene, (21, 21, 21), _ijk_to_ras(affine))
+    node = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+    node.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    node.SetSourceRepresentationToClosedSurface()
+    sphere = slicer_core.vtk.vtkSphereSource()
+    sphere.SetRadius(5.0)
+    sphere.SetThetaResolution(32)
+    sphere.SetPhiResolution(32)
+    sphere.Update()
+    assert node.AddSegmentFromClosedSurfaceRepresentation(sphere.GetOutput(), "ball", (1.0, 0.0, 0.0))
+    assert not node.GetSegmentation().ContainsRepresentation("Binary labelmap")
+
+    model = mrml.segmentation_from_node(node)
+    assert model.geometry.shape == (21, 21, 21)
+    volume_mm3 = int(np.count_nonzero(model.layers[0].labels))
+    assert abs(volume_mm3 - 4 / 3 * np.pi * 5.0**3) < 0.15 * 524  # a 5 mm ball in 1 mm voxels
+    assert model.layers[0].labels[10, 10, 10] == 1 and model.layers[0].labels[0, 0, 0] == 0
 
 
 def test_layer_on_other_grid_is_resampled_or_refused(slicer_core, mrml_scene, caplog):

@@ -70,6 +70,17 @@ from .slicerterm import (
     parse_terminology_entry,
 )
 
+__all__ = [
+    "find_series_node",
+    "find_study_item",
+    "get_terminology_entry",
+    "node_from_segmentation",
+    "place_in_subject_hierarchy",
+    "segment_id",
+    "segmentation_from_node",
+    "set_terminology_entry",
+]
+
 logger = logging.getLogger(__name__)
 
 #: Segment tags holding DICOM segment attributes that Slicer has no field for.
@@ -217,6 +228,8 @@ def segmentation_from_node(
         labels = _labels_on_grid(image, grid, segments, allowResampling, layerIndex, toFrame)
         layers.append(Layer(labels=labels, segments=segments))
 
+    if not layers:
+        raise InvalidSegmentationError("No segments were selected for export; select at least one segment.")
     geometryAffine = grid.affine()
     if crop:
         layers, geometryAffine = _crop(layers, geometryAffine)

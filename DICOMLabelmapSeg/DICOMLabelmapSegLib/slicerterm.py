@@ -34,6 +34,16 @@ import logging
 
 from .model import Code, Terminology
 
+__all__ = [
+    "DEFAULT_CONTEXT_NAME",
+    "DEFAULT_REGION_CONTEXT_NAME",
+    "TERMINOLOGY_ENTRY_TAG",
+    "format_code",
+    "format_terminology_entry",
+    "parse_code",
+    "parse_terminology_entry",
+]
+
 logger = logging.getLogger(__name__)
 
 #: Name of the segment tag that holds the serialized terminology (``vtkSegment.GetTerminologyEntryTagName()``).
