@@ -68,8 +68,8 @@ def assert_lossless(path: Path, layer: Layer, geometry: Geometry) -> Dataset:
     ds = pydicom.dcmread(path)
     frames = ds.pixel_array.reshape(-1, int(ds.Rows), int(ds.Columns))
     order = frames_in_model_order(ds, geometry)
-    assert sorted(order.tolist()) == list(range(geometry.shape[0])), "every slice must be stored (no omitted frames)"
-    assert np.array_equal(frames, layer.labels[order])
+    assert order.tolist() == list(range(geometry.shape[0])), "all slices, stored in the model's slice order"
+    assert np.array_equal(frames, layer.labels)
     return ds
 
 
@@ -413,6 +413,33 @@ def test_dark_palettes_stay_valid(tmp_path, small_series, values):
     colors = segment_colors(ds)
     assert all(colors[s.label_value] == s.color for s in segments) and colors[0] == (0, 0, 0)
     assert np.array_equal(ds.pixel_array[frames_in_model_order(ds, geometry).argsort()], labels)
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_frames_stored_in_model_slice_order_either_direction(tmp_path, small_series, flip):
+    paths, geometry = small_series
+    affine = geometry.affine.copy()
+    if flip:  # same voxels, slice axis reversed
+        affine[:3, 3] += (geometry.shape[0] - 1) * affine[:3, 0]
+        affine[:3, 0] *= -1
+    flipped = Geometry(geometry.shape, affine, geometry.frame_of_reference_uid)
+    for syntax in (TransferSyntax.JPEG_LS, TransferSyntax.EXPLICIT):
+        segmentation = make_segmentation(flipped, layers=[[1, 2]])
+        [path] = write_labelmap_seg(segmentation, paths, tmp_path / syntax.value, ExportOptions(transfer_syntax=syntax))
+        assert_lossless(path, segmentation.layers[0], flipped)
+        assert dciodvfy_errors(path) == []
+
+
+@pytest.mark.parametrize("palette", [False, True])
+def test_round_trip_through_reader(tmp_path, small_series, palette):
+    """Cross-check with the project's reader: same geometry, voxels, segments, terminology."""
+    from DICOMLabelmapSegLib.model import differences
+    from DICOMLabelmapSegLib.reader import read_segmentation
+
+    paths, geometry = small_series
+    segmentation = make_segmentation(geometry, layers=[[1, 2, 7], [300, 5]], empty=[2])
+    files = write_labelmap_seg(segmentation, paths, tmp_path, ExportOptions(palette_color=palette))
+    assert differences(segmentation, read_segmentation(files)) == []
 
 
 def test_make_segment_is_deterministic():

@@ -8,9 +8,10 @@ source grid; every frame is kept (``omit_empty_frames=False``) so the full exten
 * Segment Number = label value (gaps allowed); segments without voxels are kept.
   highdicom adds segment 0, "Background", to the Segment Sequence.
 * Pixels are uint8, or uint16 when a label value exceeds 255.
-* Frames are ordered by highdicom: by increasing distance along ``column x row`` cosines
-  (the reverse of the usual ``row x column`` slice normal); each frame carries its
-  Image Position (Patient), so readers must place frames by position, not order.
+* Frames are stored in the model's slice order k = 0..n-1 (highdicom sorts them along
+  ``column x row``; :func:`order_frames` restores the model order afterwards), so a reader
+  that follows the frame order recovers the model's slice direction exactly. Each frame
+  also carries its Image Position (Patient).
 * PALETTE COLOR (``ExportOptions.palette_color``): an 8-bit Palette Color LUT maps every
   label value to its segment's color (background and unused values black). The standard
   forbids Recommended Display CIELab Value together with a palette, so the segments then
@@ -37,7 +38,7 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, JPEG2000Lossless
 
 from . import __version__
@@ -49,7 +50,7 @@ from .errors import (
     TooManyLabelsError,
 )
 from .geometry import frame_positions, plane_attributes
-from .model import MAX_LABEL_VALUE, Layer, Segmentation, label_dtype
+from .model import MAX_LABEL_VALUE, Geometry, Layer, Segmentation, label_dtype
 from .source import PathOrFiles, read_source_series, source_planes
 from .syntax import TransferSyntax
 from .terminology import long_string, segment_description
@@ -188,6 +189,7 @@ def _iter_datasets(
             series_instance_uid,
             (plane_positions, plane_orientation, pixel_measures),
             options,
+            segmentation.geometry,
         )
 
 
@@ -394,6 +396,7 @@ def _layer_dataset(
     series_instance_uid: str,
     spatial: tuple,
     options: ExportOptions,
+    geometry: Geometry,
 ) -> Dataset:
     syntax = options.transfer_syntax
     frames_too_small_for_openjpeg = min(layer.labels.shape[1:]) < _OPENJPEG_MIN_SIDE
@@ -417,6 +420,7 @@ def _layer_dataset(
             f"Layer {instance_number} could not be encoded as a LABELMAP segmentation: {error}"
         ) from error
     ds.SeriesDescription = long_string(options.series_description, "Series description")
+    order_frames(ds, geometry)
     if syntax == TransferSyntax.JPEG_2000 and highdicom_syntax == ExplicitVRLittleEndian:
         _encode_jpeg2000_with_pillow(ds)
     if syntax == TransferSyntax.DEFLATED:
@@ -463,6 +467,34 @@ def _highdicom_segmentation(
         icc_profile=srgb_icc_profile() if options.palette_color else None,
         workers=options.workers,
     )
+
+
+def order_frames(ds: Dataset, geometry: Geometry) -> None:
+    """Reorder the frames of ``ds`` (functional groups and pixel data) into the model's slice order.
+
+    Frames are matched to slices by Image Position (Patient); encapsulated frames are
+    moved without re-encoding.
+    """
+    items = list(ds.PerFrameFunctionalGroupsSequence)
+    expected = frame_positions(geometry.affine, geometry.shape[0])
+    positions = np.array(
+        [[float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient] for item in items]
+    )
+    slice_of_frame = np.argmin(np.linalg.norm(positions[:, None, :] - expected[None, :, :], axis=2), axis=1)
+    order = np.argsort(slice_of_frame, kind="stable")
+    if np.array_equal(order, np.arange(len(items))):
+        return
+    ds.PerFrameFunctionalGroupsSequence = [items[i] for i in order]
+    count = len(items)
+    if ds.file_meta.TransferSyntaxUID.is_encapsulated:
+        frames = list(generate_frames(ds.PixelData, number_of_frames=count))
+        ds.PixelData = encapsulate([frames[i] for i in order])
+    else:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        dtype = np.dtype("<u2") if int(ds.BitsAllocated) == 16 else np.dtype(np.uint8)
+        pixels = np.frombuffer(ds.PixelData, dtype=dtype, count=count * rows * columns).reshape(count, -1)
+        data = pixels[order].tobytes()
+        ds.PixelData = data + (b"\0" if len(data) % 2 else b"")
 
 
 def _encode_jpeg2000_with_pillow(ds: Dataset) -> None:
