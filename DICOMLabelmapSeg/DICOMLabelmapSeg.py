@@ -346,6 +346,9 @@ class DICOMLabelmapSegTestMixin:
         self.tempDir = tempfile.mkdtemp(prefix="DICOMLabelmapSegTest-", dir=slicer.app.temporaryPath)
         self.settings = qt.QSettings()
         self.savedSyntax = self.settings.value(slicerlogic.SETTINGS_TRANSFER_SYNTAX)
+        problem = slicerlogic.environmentProblem()
+        if problem:
+            self.skipTest(problem)
         missing = slicerlogic.missingPackages()
         if missing:
             slicer.util.pip_install(missing)

@@ -25,10 +25,15 @@ def currentSettings():
 def ensurePythonPackages(transferSyntaxUIDs=(), forWriting=False):
     """Install missing packages after asking the user; True if everything needed is importable now.
 
-    On Slicer 5.8/5.10, pydicom 2.4.4 is bundled; highdicom needs pydicom 3, so pydicom is upgraded
-    (the question says so). If a package replaced a module already imported in this session, the
-    user is asked to restart Slicer and False is returned.
+    Slicer 5.10 bundles pydicom 2.4.4; highdicom needs pydicom 3, so pydicom is upgraded (the question
+    says so). Slicer 5.8 has Python 3.9, where pydicom 3 cannot be installed: the user is told to use
+    Slicer 5.10+. If a package replaced a module already imported in this session, the user is asked
+    to restart Slicer and False is returned.
     """
+    problem = slicerlogic.environmentProblem()
+    if problem:
+        slicer.util.errorDisplay(problem, windowTitle=_("DICOM Labelmap Segmentation"))
+        return False
     missing = slicerlogic.missingPackages(transferSyntaxUIDs, forWriting=forWriting)
     if not missing:
         return True

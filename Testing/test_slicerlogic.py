@@ -522,3 +522,20 @@ def test_removed_volume_is_not_found(slicer_core, mrml_scene, tmp_path):
     assert slicerlogic.findVolumeForSeries(mrml_scene, uid) is volume
     mrml_scene.RemoveNode(volume)
     assert slicerlogic.findVolumeForSeries(mrml_scene, uid) is None
+
+
+def test_slicer_58_python_cannot_run_the_library(slicer_core, mrml_scene, tmp_path):
+    """Slicer 5.8 has Python 3.9.10: pydicom 3/highdicom cannot be installed; say so, never preselect."""
+    assert slicerlogic.environmentProblem((3, 12, 10)) == ""
+    problem = slicerlogic.environmentProblem((3, 9, 10))
+    assert "Python 3.9.10" in problem and "Slicer 5.10 or later" in problem
+    ct = _ct(tmp_path)
+    seg = _seg_series(tmp_path, ct)
+    spec = slicerlogic.loadableSpecsForFiles(map(str, seg), pythonVersion=(3, 9, 10))[0]
+    assert spec.confidence == slicerlogic.UNSUPPORTED_CONFIDENCE < SCALAR_VOLUME_CONFIDENCE
+    assert not spec.selected and spec.warning == problem
+    volume, files = _dicom_volume(slicer_core, mrml_scene, ct)
+    node, _ = _segmentation_node(slicer_core, mrml_scene, ct, volume)
+    sh = slicer_core.subjectHierarchyNode
+    check = slicerlogic.examineForExport(sh, sh.GetItemByDataNode(node), files.get, pythonVersion=(3, 9, 10))
+    assert not check.exportable and check.reason == problem

@@ -21,6 +21,7 @@ import importlib.metadata
 import importlib.util
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +48,10 @@ LABELMAP_CONFIDENCE = 0.99
 BINARY_CONFIDENCE = 0.9
 #: FRACTIONAL loads thresholded at 0.5 (lossy), so it ranks below BINARY.
 FRACTIONAL_CONFIDENCE = 0.85
+#: Where this library cannot run (Python < 3.10: Slicer 5.8): offered, never preselected.
+UNSUPPORTED_CONFIDENCE = 0.1
+#: pydicom 3 and highdicom need Python 3.10+: Slicer 5.10 (Python 3.12) and later; Slicer 5.8 has Python 3.9.
+MINIMUM_PYTHON = (3, 10)
 #: An exportable that can be exported; equal to dcmqi's SEG exporter (the export dialog cannot rank
 #: anything above 100 %). Both rows are shown; ours says "LABELMAP" in its name.
 EXPORT_CONFIDENCE = 1.0
@@ -99,6 +104,23 @@ DEFAULT_SERIES_NUMBER = 300
 
 FileValue = Callable[[str, str], str]
 Progress = Callable[[float, str], None]
+
+
+def environmentProblem(pythonVersion: Sequence[int] | None = None) -> str:
+    """Why loading/exporting cannot work in this Slicer at all ('' if it can).
+
+    Slicer 5.8 ships Python 3.9; pydicom 3 and highdicom require Python 3.10, so they cannot be
+    installed there. Slicer 5.10 (Python 3.12, pydicom 2.4.4) gets pydicom upgraded; 5.12+ has pydicom 3.
+    """
+    version = tuple(pythonVersion if pythonVersion is not None else sys.version_info[:3])
+    if version[:2] < MINIMUM_PYTHON:
+        shown = ".".join(str(v) for v in version[:3])
+        return (
+            f"DICOM Labelmap Segmentation needs Python {MINIMUM_PYTHON[0]}.{MINIMUM_PYTHON[1]} or later "
+            f"(pydicom 3 and highdicom require it) but this Slicer has Python {shown}. "
+            "Use Slicer 5.10 or later."
+        )
+    return ""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,7 +246,7 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def loadableSpecForSeries(headers: Sequence[SegHeader]) -> LoadableSpec:
+def loadableSpecForSeries(headers: Sequence[SegHeader], pythonVersion: Sequence[int] | None = None) -> LoadableSpec:
     """Name, tooltip, confidence and references of one loadable for the SEG files of one series.
 
     A LABELMAP series loads as one loadable: every instance is one layer. A BINARY or FRACTIONAL
@@ -269,6 +291,10 @@ def loadableSpecForSeries(headers: Sequence[SegHeader]) -> LoadableSpec:
             f"Loading needs the Python package(s) {', '.join(missing)}; "
             "you will be asked to install them when loading."
         )
+    selected = True
+    problem = environmentProblem(pythonVersion)
+    if problem:
+        confidence, selected, warning = UNSUPPORTED_CONFIDENCE, False, problem
     return LoadableSpec(
         files=[h.path for h in headers],
         name=name,
@@ -277,6 +303,7 @@ def loadableSpecForSeries(headers: Sequence[SegHeader]) -> LoadableSpec:
         nodeName=nodeName,
         seriesInstanceUID=first.series_instance_uid,
         segmentationType=segmentationType,
+        selected=selected,
         warning=warning,
         referencedSeriesUID=first.referenced_series_uid,
         referencedInstanceUIDs=referencedInstanceUIDs,
@@ -284,7 +311,9 @@ def loadableSpecForSeries(headers: Sequence[SegHeader]) -> LoadableSpec:
     )
 
 
-def loadableSpecsForFiles(files: Iterable[str], fileValue: FileValue | None = None) -> list[LoadableSpec]:
+def loadableSpecsForFiles(
+    files: Iterable[str], fileValue: FileValue | None = None, pythonVersion: Sequence[int] | None = None
+) -> list[LoadableSpec]:
     """One :class:`LoadableSpec` per SEG series among ``files`` (other files are ignored).
 
     ``fileValue(path, "gggg,eeee")`` is ``slicer.dicomDatabase.fileValue``: a cached lookup that
@@ -297,7 +326,7 @@ def loadableSpecsForFiles(files: Iterable[str], fileValue: FileValue | None = No
         if header is None:
             continue
         bySeries.setdefault(header.series_instance_uid, []).append(header)
-    return [loadableSpecForSeries(headers) for headers in bySeries.values()]
+    return [loadableSpecForSeries(headers, pythonVersion) for headers in bySeries.values()]
 
 
 def referencedInstanceUIDsOfSeries(
@@ -475,6 +504,7 @@ def examineForExport(
     itemID: int,
     fileForInstance: Callable[[str], str],
     settings: Mapping[str, Any] | None = None,
+    pythonVersion: Sequence[int] | None = None,
 ) -> ExportCheck | None:
     """Decide about exporting a subject hierarchy item; None if it is not a segmentation node.
 
@@ -487,12 +517,12 @@ def examineForExport(
         return None
     settings = settings if settings is not None else {}
     syntax = syntaxFromSetting(settings.get(SETTINGS_TRANSFER_SYNTAX))
-    reason = ""
+    reason = environmentProblem(pythonVersion)
     volume, files = None, []
     try:
         volume, files = sourceFilesForSegmentation(node, fileForInstance)
     except SourceImageError as error:
-        reason = str(error)
+        reason = reason or str(error)
     if not reason and shNode.GetItemAncestorAtLevel(itemID, "Study") == shNode.GetInvalidItemID():
         reason = (
             f"Segmentation '{node.GetName()}' is not in a study. In the Data module, drag it under the study "
