@@ -458,3 +458,25 @@ print('ok')
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+# Imported when Slicer discovers the modules; must at least load on Slicer 5.8 (Python 3.9) to tell the user
+# that loading/exporting needs Slicer 5.10+ (instead of failing to load the module).
+LOADED_AT_STARTUP = [
+    *SLICER_FILES,
+    *(MODULE_DIR / "DICOMLabelmapSegLib" / f"{n}.py" for n in ("__init__", "errors", "model", "syntax", "slicerlogic")),
+]
+
+
+@pytest.mark.parametrize("path", LOADED_AT_STARTUP, ids=lambda p: p.name)
+def test_startup_files_parse_with_python_39_grammar(path):
+    ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))
+
+
+def test_startup_imports_are_only_the_light_library_modules():
+    """The package __init__ and slicerlogic import nothing that needs pydicom 3, highdicom or Python 3.10."""
+    light = {"errors", "model", "syntax"}
+    for name in ("__init__", "slicerlogic"):
+        tree = _tree(MODULE_DIR / "DICOMLabelmapSegLib" / f"{name}.py")
+        top_level = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.level == 1]
+        assert {n.module for n in top_level} <= light, f"{name}.py imports {[n.module for n in top_level]} at load"
