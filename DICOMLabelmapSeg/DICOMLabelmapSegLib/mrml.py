@@ -384,7 +384,11 @@ def _labels_on_grid(
         ):
             raise GeometryMismatchError(f"Layer {layerIndex} could not be resampled onto the reference grid.")
         image, layerGrid = resampled, _image_grid(resampled)
-        offset = _integer_offset(grid, layerGrid) or (0, 0, 0)
+        offset = _integer_offset(grid, layerGrid)
+        if layerGrid.empty or image.GetPointData().GetScalars() is None:
+            return out  # nothing of the layer lies within the grid
+        if offset is None:
+            raise GeometryMismatchError(f"Layer {layerIndex} could not be resampled onto the reference grid.")
     source = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(layerGrid.shape)
 
     # Overlap of the layer's extent (shifted into grid indices) with the grid, as slices.
