@@ -316,7 +316,7 @@ def writeSyntheticCtSeries(directory, shape=(6, 20, 24), spacing=(2.5, 0.9, 0.8)
         ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20260101", "120000", "1", ""
         ds.ReferringPhysicianName = ""
         ds.Modality, ds.SeriesNumber, ds.InstanceNumber, ds.Manufacturer = "CT", 1, k + 1, "Synthetic"
-        ds.SeriesDescription = "Synthetic CT"
+        ds.SeriesDescription, ds.PatientPosition, ds.Laterality, ds.AcquisitionNumber = "Synthetic CT", "HFS", "", 1
         ds.PositionReferenceIndicator = ""
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.ImagePositionPatient = [origin[0], origin[1], origin[2] + k * spacing[0]]
