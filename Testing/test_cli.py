@@ -189,11 +189,6 @@ def test_seg_nrrd_layers_survive_export_and_import_to_nifti(case, tmp_path: Path
     assert [s["name"] for s in description["layers"][1]["segments"]] == [expected.layers[1].segments[0].name]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="reader: pydicom's apply_color_lut misreads an 8-bit palette LUT with an odd number of entries "
-    "(its LUT Data is padded to an even length), e.g. a layer whose highest label is 4",
-)
 def test_palette_color_export_imports_back(case, tmp_path: Path, capsys) -> None:
     out = tmp_path / "seg"
     code, _, err = run(

@@ -121,7 +121,6 @@ class ExportCase:
     palette: bool = False
     series_description: str | None = None
     series_number: int | None = None
-    workers: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +200,6 @@ def _export(case: ExportCase, progress: Progress | None) -> list[Any]:
     option_values: dict[str, Any] = {
         "transfer_syntax": TransferSyntax.parse(case.syntax),
         "palette_color": case.palette,
-        "workers": case.workers,
     }
     if case.series_description is not None:
         option_values["series_description"] = case.series_description
@@ -368,7 +366,6 @@ def _command_export(args: argparse.Namespace, parser: argparse.ArgumentParser) -
                 palette=args.palette,
                 series_description=args.series_description,
                 series_number=args.series_number,
-                workers=_writer_workers(args.jobs, len(inputs), args.syntax),
             )
         )
     return cases
@@ -467,7 +464,6 @@ def _command_batch(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
                     palette=_boolean(row.get("palette"), args.palette, where),
                     series_description=row.get("series_description") or args.series_description,
                     series_number=_integer(row.get("series_number"), args.series_number, where),
-                    workers=0,
                 )
             )
         elif command == "import":
@@ -918,15 +914,6 @@ def _is_directory_target(output: str) -> bool:
     if output.endswith(("/", os.sep)) or Path(output).is_dir():
         return True
     return not output.lower().endswith((".seg.nrrd", ".nii.gz", ".nii"))
-
-
-def _writer_workers(jobs: int, cases: int, syntax: str) -> int:
-    """Frame-encoding processes for the writer (highdicom): ``jobs`` for a single compressed case, else 0.
-
-    0 encodes in the case's own process: cases running in parallel already use the cores, and
-    uncompressed syntaxes have nothing to encode.
-    """
-    return jobs if cases == 1 and jobs > 1 and TransferSyntax.parse(syntax).is_encapsulated else 0
 
 
 def _split(value: str | None) -> list[str]:

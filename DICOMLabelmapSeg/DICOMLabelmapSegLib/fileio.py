@@ -401,9 +401,9 @@ def read_labelmap(
     path = Path(path)
     arrays, affine = _read_label_volumes(path)
     table = _resolve_table(path, labels)
-    layers = _layers_from_table(arrays, table, path)
+    layers = _layers_from_table(arrays, table, path)  # describes every label present
     segmentation = Segmentation(geometry=Geometry(shape=arrays[0].shape, affine=affine), layers=layers)
-    _validate(segmentation, path)
+    _validate(segmentation, path, check_pixels=False)
     return segmentation
 
 
@@ -900,9 +900,9 @@ def _common_dtype(segmentation: Segmentation) -> np.dtype:
     return label_dtype(highest)
 
 
-def _validate(segmentation: Segmentation, path: Path) -> None:
+def _validate(segmentation: Segmentation, path: Path, check_pixels: bool = True) -> None:
     try:
-        segmentation.validate()
+        segmentation.validate(check_pixels=check_pixels)
     except LabelmapSegError as error:
         raise type(error)(f"{path.name}: {error}") from None
 

@@ -280,7 +280,12 @@ class Segmentation:
 def present_labels(labels: np.ndarray) -> np.ndarray:
     """Sorted distinct values of a uint8/uint16 label array (fast: a histogram, not a sort)."""
     if labels.dtype in (np.uint8, np.uint16) and labels.size:
-        counts = np.bincount(labels.ravel(), minlength=1)
+        # In chunks: bincount converts its input to int64, 8 bytes per voxel for the whole array at once.
+        flat = labels.reshape(-1)
+        counts = np.zeros(256 if labels.dtype == np.uint8 else 65536, dtype=np.int64)
+        for start in range(0, flat.size, 1 << 22):
+            chunk = np.bincount(flat[start : start + (1 << 22)])
+            counts[: chunk.size] += chunk
         return np.flatnonzero(counts)
     return np.unique(labels)
 
