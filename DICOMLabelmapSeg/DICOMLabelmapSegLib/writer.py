@@ -131,10 +131,12 @@ def write_labelmap_seg(
     """Write the LABELMAP SEG series of ``segmentation`` into ``output_dir``; return the files in instance order.
 
     Atomic: files are written under temporary names and renamed when complete; on any
-    error every file this call wrote (renamed or not) is removed before the error propagates.
+    error every file this call wrote (renamed or not) is removed before the error propagates,
+    and ``output_dir`` too if this call created it and it is empty.
     ``progress(fraction, message)`` is called as layers are encoded and written.
     """
     output_dir = Path(output_dir)
+    created = not output_dir.exists()
     output_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     temporary: Path | None = None
@@ -142,9 +144,11 @@ def write_labelmap_seg(
         for ds in _iter_datasets(segmentation, source_images, options, progress):
             name = f"{int(ds.SeriesNumber)}_{int(ds.InstanceNumber)}_{ds.SOPInstanceUID}.dcm"
             handle, temp_name = tempfile.mkstemp(prefix=".", suffix=".dcm.partial", dir=output_dir)
-            os.close(handle)
             temporary = Path(temp_name)
-            ds.save_as(temporary, enforce_file_format=True)
+            with os.fdopen(handle, "wb") as stream:
+                ds.save_as(stream, enforce_file_format=True)
+                stream.flush()
+                os.fsync(stream.fileno())
             final = output_dir / name
             os.replace(temporary, final)
             temporary = None
@@ -158,6 +162,11 @@ def write_labelmap_seg(
                     path.unlink()
                 except FileNotFoundError:
                     pass
+        if created:
+            try:
+                output_dir.rmdir()  # only if still empty
+            except OSError:
+                pass
         raise
     return written
 
@@ -175,9 +184,9 @@ def _iter_datasets(
     layers = prepare_layers(segmentation)
     source = read_source_series(source_images)
     check_geometry(segmentation, source)
-    sources = _highdicom_sources(source)
     series_instance_uid = options.series_instance_uid or hd.UID()
     plane_positions, plane_orientation, pixel_measures = _spatial_metadata(segmentation)
+    sources = _highdicom_sources(source, pixel_measures[0].SliceThickness)
     count = len(layers)
     for index, layer in enumerate(layers):
         if progress is not None:
@@ -297,8 +306,12 @@ def _series_name(ds: Dataset) -> str:
     )
 
 
-def _highdicom_sources(source: Sequence[Dataset]) -> list[Dataset]:
-    """Header-only copies of the source datasets carrying every attribute highdicom reads."""
+def _highdicom_sources(source: Sequence[Dataset], slice_thickness: float) -> list[Dataset]:
+    """Header-only copies of the source datasets carrying every attribute highdicom reads.
+
+    A missing or empty Slice Thickness (Type 2 in the source, but Type 1C in the SEG's Pixel
+    Measures, which highdicom copies from the source) is set to the grid's slice spacing.
+    """
     copies = []
     for ds in source:
         copy = Dataset()
@@ -308,6 +321,8 @@ def _highdicom_sources(source: Sequence[Dataset]) -> list[Dataset]:
         for keyword in _COPIED_TYPE2:
             if keyword not in copy:
                 setattr(copy, keyword, "")
+        if "ImagePositionPatient" in copy and copy.get("SliceThickness") in (None, ""):
+            copy.SliceThickness = slice_thickness
         if not copy.get("SpecificCharacterSet"):
             copy.pop("SpecificCharacterSet", None)  # blank: default repertoire
         copies.append(copy)
