@@ -615,7 +615,9 @@ def test_timing_512x512x300_with_100_segments(mrml_scene):
     print(f"\nmodel->node {to_node * 1000:.0f} ms, node->model {to_model * 1000:.0f} ms (512x512x300, 100 segments)")
     assert node.GetSegmentation().GetNumberOfSegments() == 100
     assert differences(model, back) == []
-    assert to_node < 1.0 and to_model < 1.0
+    # Typically 50-100 ms and 15-40 ms on 2 cores; the bound leaves room for a loaded machine but fails
+    # for any per-segment path (Slicer's per-segment APIs take seconds to tens of seconds here).
+    assert to_node < 3.0 and to_model < 3.0
 
 
 # --- the whole chain: .seg.nrrd -> node -> model -> LABELMAP SEG files -> model -> node ------------------------------
