@@ -66,6 +66,7 @@ class DICOMLabelmapSegParameterNode:
     transferSyntax - Label of the chosen transfer syntax.
     paletteColor - Also store a palette color lookup table in the files.
     seriesDescription - Series Description of the SEG series (empty: the segmentation's name).
+    contentCreatorName - Content Creator's Name of the SEG (optional).
     exportToDatabase - Add the SEG series to the DICOM database.
     exportToFolder - Write the files into outputFolder.
     outputFolder - Folder for the files.
@@ -76,6 +77,7 @@ class DICOMLabelmapSegParameterNode:
     transferSyntax: Annotated[str, Choice(slicerlogic.syntaxChoices())] = slicerlogic.syntaxChoices()[0]
     paletteColor: bool = False
     seriesDescription: str = ""
+    contentCreatorName: str = ""
     exportToDatabase: bool = True
     exportToFolder: bool = False
     outputFolder: Path = Path()
@@ -204,6 +206,7 @@ class DICOMLabelmapSegLogic(ScriptedLoadableModuleLogic):
         ).label
         parameterNode.paletteColor = slicerlogic.toBool(settings[slicerlogic.SETTINGS_PALETTE_COLOR])
         parameterNode.seriesDescription = str(settings[slicerlogic.SETTINGS_SERIES_DESCRIPTION] or "")
+        parameterNode.contentCreatorName = str(settings[slicerlogic.SETTINGS_CONTENT_CREATOR_NAME] or "")
         parameterNode.exportToDatabase = slicerlogic.toBool(settings[slicerlogic.SETTINGS_EXPORT_TO_DATABASE])
         parameterNode.exportToFolder = slicerlogic.toBool(settings[slicerlogic.SETTINGS_EXPORT_TO_FOLDER])
         parameterNode.outputFolder = Path(str(settings[slicerlogic.SETTINGS_OUTPUT_FOLDER] or ""))
@@ -217,6 +220,7 @@ class DICOMLabelmapSegLogic(ScriptedLoadableModuleLogic):
         )
         settings.setValue(slicerlogic.SETTINGS_PALETTE_COLOR, str(parameterNode.paletteColor).lower())
         settings.setValue(slicerlogic.SETTINGS_SERIES_DESCRIPTION, parameterNode.seriesDescription)
+        settings.setValue(slicerlogic.SETTINGS_CONTENT_CREATOR_NAME, parameterNode.contentCreatorName)
         settings.setValue(slicerlogic.SETTINGS_EXPORT_TO_DATABASE, str(parameterNode.exportToDatabase).lower())
         settings.setValue(slicerlogic.SETTINGS_EXPORT_TO_FOLDER, str(parameterNode.exportToFolder).lower())
         settings.setValue(slicerlogic.SETTINGS_OUTPUT_FOLDER, str(parameterNode.outputFolder))

@@ -480,3 +480,18 @@ def test_startup_imports_are_only_the_light_library_modules():
         tree = _tree(MODULE_DIR / "DICOMLabelmapSegLib" / f"{name}.py")
         top_level = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.level == 1]
         assert {n.module for n in top_level} <= light, f"{name}.py imports {[n.module for n in top_level]} at load"
+
+
+def test_requirements_file_lists_what_the_plugin_installs():
+    sys.path.insert(0, str(MODULE_DIR))
+    try:
+        from DICOMLabelmapSegLib import slicerlogic
+        from DICOMLabelmapSegLib.syntax import TransferSyntax
+    finally:
+        sys.path.remove(str(MODULE_DIR))
+    lines = (MODULE_DIR / "Resources" / "requirements.txt").read_text().splitlines()
+    listed = {line.split("#")[0].strip() for line in lines} - {""}
+    names = {re.split(r"[<>=!~]", entry)[0] for entry in listed}
+    assert set(slicerlogic.REQUIREMENTS) <= listed
+    codecs = {package for syntax in TransferSyntax for _, package in syntax._info.encoder_modules}
+    assert codecs <= names, "every codec package the plugin may offer is in requirements.txt"
