@@ -578,3 +578,12 @@ def test_mask_folder_problems(tmp_path: Path) -> None:
     fileio.write_nifti(make_segmentation(layers=[[1, 2]]), multi / "a.nii.gz", sidecar=False)
     with pytest.raises(LabelFileError, match="several labels"):
         fileio.read_mask_folder(multi)
+
+
+def test_nifti_without_orientation_is_read_with_a_warning(tmp_path: Path, caplog) -> None:
+    image = nib.Nifti1Image(np.ones((2, 3, 4), np.uint8), None)
+    image.header.set_zooms((2.0, 3.0, 4.0))
+    nib.save(image, str(tmp_path / "bare.nii"))
+    segmentation = fileio.read_labelmap(tmp_path / "bare.nii")
+    assert "no orientation" in caplog.text
+    np.testing.assert_allclose(segmentation.geometry.spacing, [4.0, 3.0, 2.0])

@@ -630,6 +630,13 @@ def _read_nifti(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
         data = np.asanyarray(image.dataobj).reshape(shape, order="F")
     except Exception as error:
         raise LabelFileError(f"{path.name}: the voxel data cannot be read (truncated or corrupt?): {error}") from None
+    header = image.header
+    if int(header.get("sform_code", 0)) == 0 and int(header.get("qform_code", 0)) == 0:
+        logger.warning(
+            "%s has no orientation (qform and sform codes are 0); its voxel spacing is used with axes along "
+            "R, A, S, which is probably not where the image was. Fix the file's header if the export looks wrong.",
+            path.name,
+        )
     volumes = [data.T] if data.ndim == 3 else [data[..., index].T for index in range(shape[3])]
     affine = (_RAS_FROM_LPS @ np.asarray(image.affine, dtype=np.float64))[:, [2, 1, 0, 3]]
     return volumes, affine
