@@ -265,8 +265,15 @@ class DICOMLabelmapSegLogic(ScriptedLoadableModuleLogic):
             if parameterNode.exportToFolder and slicerlogic.outputFolderChosen(parameterNode.outputFolder):
                 folder = Path(parameterNode.outputFolder)
                 folder.mkdir(parents=True, exist_ok=True)
-                for path in paths:
-                    shutil.copy2(path, folder / Path(path).name)
+                copied = []
+                try:
+                    for path in paths:
+                        copied.append(folder / Path(path).name)
+                        shutil.copy2(path, copied[-1])
+                except BaseException:
+                    for path in copied:  # all files of the series or none
+                        path.unlink(missing_ok=True)
+                    raise
                 status += "\n" + _("Saved in folder {folder}").format(folder=folder)
             if parameterNode.exportToDatabase:
                 DICOMUtils.importDicom(temporaryDirectory, copyFiles=True)
