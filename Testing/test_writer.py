@@ -224,6 +224,16 @@ def test_real_sources(tmp_path, data_dir):
         assert ds.PatientID == source[0].PatientID
 
 
+def test_source_without_slice_thickness(tmp_path):
+    """Slice Thickness is Type 2 in CT but Type 1C in the SEG's Pixel Measures: filled from the grid."""
+    paths = make_ct_series(tmp_path / "ct", blank=["SliceThickness"])
+    geometry = geometry_from_source(read_source_series(paths))
+    [path] = write_labelmap_seg(make_segmentation(geometry), paths, tmp_path / "seg")
+    assert dciodvfy_errors(path) == []
+    measures = pydicom.dcmread(path).SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert float(measures.SliceThickness) == pytest.approx(geometry.spacing[0])
+
+
 def test_progress_reports_increasing_fractions(tmp_path, small_series):
     paths, geometry = small_series
     calls = []

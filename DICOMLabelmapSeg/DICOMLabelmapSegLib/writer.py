@@ -12,10 +12,11 @@ source grid; every frame is kept (``omit_empty_frames=False``) so the full exten
   ``column x row``; :func:`order_frames` restores the model order afterwards), so a reader
   that follows the frame order recovers the model's slice direction exactly. Each frame
   also carries its Image Position (Patient).
-* PALETTE COLOR (``ExportOptions.palette_color``): an 8-bit Palette Color LUT maps every
-  label value to its segment's color (background and unused values black). The standard
-  forbids Recommended Display CIELab Value together with a palette, so the segments then
-  carry no CIELab color: their colors are in the LUT.
+* PALETTE COLOR (``ExportOptions.palette_color``): a Palette Color LUT (8-bit entries, or
+  16-bit beyond 256 entries) maps every label value to its segment's color (background and
+  unused values black; see :func:`palette_lut`), with the sRGB ICC profile the IOD then
+  requires. The standard forbids Recommended Display CIELab Value together with a palette,
+  so the segments then carry no CIELab color: their colors are in the LUT.
 * Files are named ``<SeriesNumber>_<InstanceNumber>_<SOPInstanceUID>.dcm`` and written
   atomically: each to a temporary name in the output folder, then renamed; if anything
   fails, every file of the call is removed.
