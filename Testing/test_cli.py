@@ -442,3 +442,19 @@ def test_totalsegmentator_output_on_its_real_ct(data_dir: Path, tmp_path: Path, 
     back = fileio.read_seg_nrrd(tmp_path / "back.seg.nrrd")
     assert len(back.segments) == 31
     assert_same_physical(expected, back)
+
+
+def test_folder_with_two_series_needs_a_folder_output(case, tmp_path: Path, capsys) -> None:
+    seg_dir = tmp_path / "dicom"
+    for number, source in ((11, case["seg_nrrd"]), (12, case["nifti"])):
+        code, _, err = run(["export", str(source), "-r", str(case["ct"]), "-o", str(seg_dir / str(number)),
+                            "--series-number", str(number), "-q"], capsys)
+        assert code == 0, err
+    code, _, err = run(["import", str(seg_dir), "-o", str(tmp_path / "one.seg.nrrd")], capsys)
+    assert code == 1
+    _assert_one_line_error(err, "2 segmentation series", "-o a folder")
+    code, stdout, err = run(["import", str(seg_dir), "-o", str(tmp_path / "all") + "/", "-q"], capsys)
+    assert code == 0, err
+    assert sorted(Path(p).name for p in stdout.split()) == ["dicom_series11.seg.nrrd", "dicom_series12.seg.nrrd"]
+    code, text, _ = run(["info", str(seg_dir), "--json"], capsys)
+    assert code == 0 and sorted(d["series_number"] for d in json.loads(text)) == [11, 12]

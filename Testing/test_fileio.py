@@ -36,6 +36,8 @@ from DICOMLabelmapSegLib.model import (
     Terminology,
     differences,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mrml_support import mrml_scene, slicer_core  # noqa: F401  (pytest fixtures)
 from synthetic import make_affine, make_segmentation
 
@@ -587,3 +589,70 @@ def test_nifti_without_orientation_is_read_with_a_warning(tmp_path: Path, caplog
     segmentation = fileio.read_labelmap(tmp_path / "bare.nii")
     assert "no orientation" in caplog.text
     np.testing.assert_allclose(segmentation.geometry.spacing, [4.0, 3.0, 2.0])
+
+
+# --------------------------------------------------------------------------- properties and NRRD variants
+
+
+
+@st.composite
+def segmentations(draw) -> Segmentation:
+    shape = tuple(draw(st.integers(1, 5)) for _ in range(3))
+    spacing = [draw(st.floats(0.1, 5.0)) for _ in range(3)]
+    origin = [draw(st.floats(-500, 500)) for _ in range(3)]
+    affine = make_affine(spacing, origin, oblique=draw(st.booleans()), flip_slices=draw(st.booleans()))
+    names = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp"), blacklist_characters="|"),
+                    min_size=1, max_size=12).map(str.strip).filter(bool)
+    layers = []
+    for _ in range(draw(st.integers(1, 3))):
+        values = draw(st.lists(st.integers(1, 400), min_size=1, max_size=4, unique=True))
+        dtype = np.uint16 if max(values) > 255 else np.uint8
+        seed = draw(st.integers(0, 2**16))
+        labels = np.random.default_rng(seed).choice(np.array([0, *values], dtype=dtype), size=shape)
+        segments = [replace(make_segment_like(v, draw(names)), color=tuple(draw(st.tuples(*[st.integers(0, 255)] * 3))))
+                    for v in values]
+        layers.append(Layer(labels, segments))
+    return Segmentation(Geometry(shape, affine), layers)
+
+
+def make_segment_like(label_value: int, name: str) -> Segment:
+    from synthetic import make_segment
+
+    return replace(make_segment(label_value, label_value), name=name)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(segmentation=segmentations())
+def test_any_segmentation_survives_seg_nrrd_and_nifti(tmp_path: Path, segmentation: Segmentation) -> None:
+    back = fileio.read_seg_nrrd(fileio.write_seg_nrrd(segmentation, tmp_path / "p.seg.nrrd"))
+    assert differences(segmentation, back, atol=1e-6) == []
+    back = fileio.read_labelmap(fileio.write_nifti(segmentation, tmp_path / "p.nii.gz")[0])
+    assert differences(segmentation, back, atol=1e-3) == []  # NIfTI stores the affine as float32
+
+
+def test_nrrd_variants_detached_bzip2_and_layer_axis_last(tmp_path: Path) -> None:
+    import bz2
+
+    values = np.arange(24, dtype=np.uint8) % 3  # sizes 4 3 2 (i fastest)
+    header = (
+        "NRRD0004\ntype: uchar\ndimension: 3\nsizes: 4 3 2\nspace: RAS\n"
+        "space directions: (1,0,0) (0,1,0) (0,0,1)\n"
+    )
+    (tmp_path / "data.raw.bz2").write_bytes(bz2.compress(values.tobytes()))
+    (tmp_path / "detached.nhdr").write_text(header + "encoding: bzip2\ndata file: data.raw.bz2\n\n")
+    detached = fileio.read_labelmap(tmp_path / "detached.nhdr")
+    np.testing.assert_array_equal(detached.layers[0].labels, values.reshape(2, 3, 4))
+    np.testing.assert_allclose(detached.geometry.affine[:3, 2], [-1, 0, 0])  # RAS x -> LPS -x
+    # 4D with the layer axis last (ITK vector-image order): two layers
+    layer_last = np.concatenate([values, 2 - values])  # header order i j k layer: the layer axis is slowest
+    (tmp_path / "layers.nrrd").write_bytes(
+        (
+            b"NRRD0004\ntype: uchar\ndimension: 4\nsizes: 4 3 2 2\nspace: left-posterior-superior\n"
+            b"space directions: (1,0,0) (0,1,0) (0,0,1) none\nkinds: domain domain domain list\nencoding: raw\n\n"
+        )
+        + layer_last.tobytes()
+    )
+    layered = fileio.read_labelmap(tmp_path / "layers.nrrd")
+    assert len(layered.layers) == 2
+    np.testing.assert_array_equal(layered.layers[1].labels, (2 - values).reshape(2, 3, 4))
+    assert [s.name for s in layered.layers[1].segments] == ["Layer1_Segment_1", "Layer1_Segment_2"]
