@@ -467,10 +467,12 @@ def test_cancelled_export_leaves_nothing(slicer_core, mrml_scene, tmp_path):
         if fraction >= 0.5:
             raise slicerlogic.OperationCancelled("Cancelled by the user; nothing was written.")
 
-    out = tmp_path / "out"
-    with pytest.raises(slicerlogic.OperationCancelled):
-        slicerlogic.exportSegmentation(node, volume, source_files, out, ExportOptions(), cancel_after_first_file)
-    assert list(out.iterdir()) == []
+    existing, fresh = tmp_path / "existing", tmp_path / "fresh"  # the export dialog's folder exists
+    existing.mkdir()
+    for out in (existing, fresh):
+        with pytest.raises(slicerlogic.OperationCancelled):
+            slicerlogic.exportSegmentation(node, volume, source_files, out, ExportOptions(), cancel_after_first_file)
+    assert list(existing.iterdir()) == [] and not fresh.exists(), "nothing may be left behind"
 
 
 def test_export_without_source_files_is_refused(slicer_core, mrml_scene, tmp_path):

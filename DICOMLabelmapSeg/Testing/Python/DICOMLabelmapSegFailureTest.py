@@ -82,6 +82,7 @@ class DICOMLabelmapSegFailureTest(DICOMLabelmapSegTestMixin, ScriptedLoadableMod
                 segmentationNode, slicer.dicomDatabase.fileForInstance
             )
             directory = os.path.join(self.tempDir, "cancelled")
+            os.makedirs(directory)  # as the export dialog's folder
             calls = []
 
             def cancelAfterFirstFile(fraction, message):
