@@ -32,8 +32,19 @@ from pydicom.uid import generate_uid
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "DICOMLabelmapSeg"))  # works from a clone without `pip install -e .`
 
-from DICOMLabelmapSegLib import LabelmapSegError, Segmentation, TransferSyntax, differences  # noqa: E402
+from DICOMLabelmapSegLib import (  # noqa: E402
+    DEFAULT_TERMINOLOGY,
+    LabelmapSegError,
+    Segmentation,
+    TransferSyntax,
+    differences,
+)
 from DICOMLabelmapSegLib.fileio import read_segmentation_file  # noqa: E402
+from DICOMLabelmapSegLib.labeltable import (  # noqa: E402
+    apply_terminology_lookup,
+    read_label_table,
+    terminology_lookup_from_slicer_json,
+)
 from DICOMLabelmapSegLib.reader import read_segmentation  # noqa: E402
 from DICOMLabelmapSegLib.source import read_source_series  # noqa: E402
 from DICOMLabelmapSegLib.writer import ExportOptions, write_labelmap_seg  # noqa: E402
@@ -48,6 +59,7 @@ class Case:
     reference: Path  # source image series (folder)
     labelmap: Path  # NIfTI/NRRD/.seg.nrrd
     labels: Path | None  # label table (class map) or None
+    terminology: tuple[Path, ...] = ()  # Slicer *.term.json files giving names their codes and colors
 
 
 @dataclass(frozen=True)
@@ -232,13 +244,25 @@ def _sorted_like(source: list, segmentation: Segmentation) -> list:
     return sorted(source, key=lambda ds: float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient])))
 
 
+def label_table(case: Case):  # noqa: ANN201 - a labeltable.LabelTable or None
+    """The case's label table, with codes and colors from Slicer's terminology files for known names."""
+    if case.labels is None:
+        return None
+    table = read_label_table(case.labels)
+    if case.terminology:
+        table = apply_terminology_lookup(table, terminology_lookup_from_slicer_json(case.terminology))
+    return table
+
+
 def print_table(case: Case, segmentation: Segmentation, rows: list[Row], repeats: int) -> None:
     shape = segmentation.geometry.shape
     segments = sum(len(layer.segments) for layer in segmentation.layers)
     binary = next((row for row in rows if row.kind == "BINARY" and row.syntax == "explicit"), None)
     print()
     layers = len(segmentation.layers)
+    coded = sum(1 for s in segmentation.segments if s.terminology != DEFAULT_TERMINOLOGY)
     print(f"{case.name}: {shape[0]} slices x {shape[1]} x {shape[2]}, {segments} segments, {layers} layer(s)")
+    print(f"{coded} of {segments} segments carry anatomy codes (SNOMED CT) from Slicer's terminology, the rest Tissue.")
     header = (
         f"{'format':<9} {'syntax':<9} {'files':>5} {'frames':>6} {'bytes':>11} {'vs BINARY':>9} "
         f"{'export s':>8} {'import s':>8}  lossless"
@@ -267,7 +291,7 @@ def run(case: Case, out: Path, repeats: int = REPEATS) -> int:
             filled = repair_uids(case.reference, reference)
             print(f"-> repaired it in a temporary copy ({filled} blank UID values filled in; originals untouched).")
             source = read_source_series(reference)
-        segmentation = read_segmentation_file(case.labelmap, labels=case.labels)
+        segmentation = read_segmentation_file(case.labelmap, labels=label_table(case))
         rows = export_labelmap(segmentation, source, out, repeats)
         rows += export_binary(segmentation, reference, out, repeats)
     print_table(case, segmentation, rows, repeats)
@@ -307,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
             data / "totalsegmentator" / "example_ct_dicom",
             data / "totalsegmentator" / "example_seg_dicom.nii.gz",
             data / "totalsegmentator_total_classes.json",
+            tuple(sorted((data / "slicer").glob("SegmentationCategoryTypeModifier-*.term.json"))),
         )
     try:
         return run(case, Path(args.out), args.repeats)
