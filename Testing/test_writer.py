@@ -234,6 +234,32 @@ def test_source_without_slice_thickness(tmp_path):
     assert float(measures.SliceThickness) == pytest.approx(geometry.spacing[0])
 
 
+def test_large_private_source_elements_are_never_loaded(tmp_path, monkeypatch):
+    """Headers are read with deferred large values; the writer never touches private blobs."""
+    import pydicom.filereader
+
+    paths = make_ct_series(tmp_path / "ct")
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.private_block(0x0009, "BIGBLOB", create=True).add_new(0x01, "OB", b"\1" * (2 * 1024 * 1024))
+        ds.save_as(path)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a deferred (large) source element was loaded")
+
+    monkeypatch.setattr(pydicom.filereader, "read_deferred_data_element", refuse)
+    source = read_source_series(paths)
+    [path] = write_labelmap_seg(make_segmentation(geometry_from_source(source)), source, tmp_path / "seg")
+    assert dciodvfy_errors(path) == []
+
+
+def test_invalid_series_instance_uid_option():
+    with pytest.raises(ValueError, match="not a valid UID"):
+        ExportOptions(series_instance_uid="1.2.03.abc")
+    with pytest.raises(ValueError, match="Unknown transfer syntax"):
+        ExportOptions(transfer_syntax="jpeg-xl")
+
+
 def test_progress_reports_increasing_fractions(tmp_path, small_series):
     paths, geometry = small_series
     calls = []

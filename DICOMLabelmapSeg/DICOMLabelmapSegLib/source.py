@@ -101,7 +101,7 @@ def check_uids(series: Sequence[Dataset]) -> None:
     for ds in series[:1]:
         for keyword in REQUIRED_UIDS + ("FrameOfReferenceUID",):
             value = str(ds.get(keyword, "") or "")
-            if value and (len(value) > 64 or not _UID_PATTERN.match(value)):
+            if value and not is_valid_uid(value):
                 logger.warning("The source series has a malformed %s '%s'; references to it will carry it.",
                                keyword, value)
     if not str(series[0].get("FrameOfReferenceUID", "") or "").strip():
@@ -109,6 +109,11 @@ def check_uids(series: Sequence[Dataset]) -> None:
             "The image series has no Frame of Reference UID, so a segmentation cannot state that it lies in the "
             "same space. Re-export the series from the scanner or PACS with its Frame of Reference UID."
         )
+
+
+def is_valid_uid(value: str) -> bool:
+    """True if ``value`` is a syntactically valid UID (digits and dots, no leading zeros, at most 64 characters)."""
+    return len(value) <= 64 and _UID_PATTERN.match(value) is not None
 
 
 def sort_by_position(series: Sequence[Dataset]) -> list[Dataset]:
@@ -202,7 +207,8 @@ def _read_headers(path_or_files: PathOrFiles) -> list[Dataset]:
 
 def _read_header(path: Path) -> Dataset | None:
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        # Values above 1 MB (icons, overlays, private blobs) stay on disk until someone reads them.
+        ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size="1 MB")
     except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError) as error:
         logger.debug("Skipping %s: not readable as DICOM (%s)", path, error)
         return None

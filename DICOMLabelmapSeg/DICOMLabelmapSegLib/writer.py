@@ -52,7 +52,7 @@ from .errors import (
 )
 from .geometry import frame_positions, plane_attributes
 from .model import MAX_LABEL_VALUE, Geometry, Layer, Segmentation, label_dtype
-from .source import PathOrFiles, read_source_series, source_planes
+from .source import PathOrFiles, is_valid_uid, read_source_series, source_planes
 from .syntax import TransferSyntax
 from .terminology import long_string, segment_description
 
@@ -65,6 +65,8 @@ _COPIED_TYPE2 = (
     "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "AccessionNumber",
     "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName",
 )
+
+_ICON_IMAGE_SEQUENCE = 0x00880200
 
 #: Smallest frame side openjpeg (6 wavelet resolutions) encodes; smaller frames are encoded with Pillow.
 _OPENJPEG_MIN_SIDE = 32
@@ -96,6 +98,11 @@ class ExportOptions:
         object.__setattr__(self, "transfer_syntax", TransferSyntax.parse(self.transfer_syntax))
         if not 0 <= int(self.series_number) <= 2**31 - 1:
             raise ValueError(f"Series number {self.series_number} must be a non-negative 32-bit integer.")
+        if self.series_instance_uid is not None and not is_valid_uid(self.series_instance_uid):
+            raise ValueError(
+                f"Series Instance UID '{self.series_instance_uid}' is not a valid UID (digits and dots, "
+                "no leading zeros, at most 64 characters); leave it empty to generate one."
+            )
 
 
 def create_labelmap_datasets(
@@ -316,9 +323,11 @@ def _highdicom_sources(source: Sequence[Dataset], slice_thickness: float) -> lis
     copies = []
     for ds in source:
         copy = Dataset()
-        for element in ds:
-            if element.tag.group != 0x7FE0:  # no pixel data
-                copy.add(element)
+        for tag in ds.keys():
+            # Private, overlay, icon and pixel data elements are never copied into a SEG: skip them unread.
+            if tag.is_private or 0x6000 <= tag.group <= 0x60FF or tag.group == 0x7FE0 or tag == _ICON_IMAGE_SEQUENCE:
+                continue
+            copy.add(ds[tag])
         for keyword in _COPIED_TYPE2:
             if keyword not in copy:
                 setattr(copy, keyword, "")
