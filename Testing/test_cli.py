@@ -128,6 +128,7 @@ def test_help_has_examples_and_exit_codes(capsys, command: list[str]) -> None:
         ["export", "a.nii.gz", "b.nii.gz", "c.nii.gz", "-r", "r1", "-r", "r2", "-o", "out"],
         ["export", "x.nii.gz", "-r", "ct", "-o", "out", "--syntax", "jpeg-xl"],
         ["import", "x.dcm", "-o", "out.seg.nrrd", "--jobs", "0"],
+        ["import", "x.dcm", "-o", "out.mha"],
     ],
 )
 def test_usage_errors_exit_2(capsys, argv: list[str]) -> None:
@@ -344,6 +345,7 @@ def test_export_import_is_voxel_for_voxel_identical(case, tmp_path: Path, capsys
         ("name,thing\nx,y\n", "'input'"),
         ("command,input,output\nfrobnicate,a,b\n", "not 'export' or 'import'"),
         ("input,reference,output,syntax\na,ct,out,jpeg-xl\n", "Unknown transfer syntax"),
+        ("input,output\nseg,out.mha\n", "is not .seg.nrrd"),
     ],
 )
 def test_bad_manifests_exit_1(tmp_path: Path, capsys, content: str, message: str) -> None:

@@ -375,6 +375,11 @@ def _command_import(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     inputs = [str(path) for path in args.inputs]
     output = str(args.output)
     output_is_dir = _is_directory_target(output)
+    if not output_is_dir and not output.lower().endswith(OUTPUT_SUFFIXES):
+        parser.error(
+            f"-o {output}: unknown file type; name the output NAME.seg.nrrd, NAME.nii.gz or NAME.nii, "
+            "or give a folder (ending in '/')"
+        )
     if not output_is_dir:
         return [
             ImportCase(
@@ -467,6 +472,8 @@ def _command_batch(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
                 )
             )
         elif command == "import":
+            if not _is_directory_target(output) and not output.lower().endswith(OUTPUT_SUFFIXES):
+                raise _ManifestError(f"{where}: output '{row['output']}' is not .seg.nrrd, .nii.gz, .nii or a folder.")
             cases.append(
                 ImportCase(
                     name=name,
@@ -910,10 +917,14 @@ def _unique_names(paths: Sequence[str]) -> list[str]:
     return names
 
 
+OUTPUT_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii")
+
+
 def _is_directory_target(output: str) -> bool:
+    """True for an existing folder, a name ending in '/', or a name without any extension."""
     if output.endswith(("/", os.sep)) or Path(output).is_dir():
         return True
-    return not output.lower().endswith((".seg.nrrd", ".nii.gz", ".nii"))
+    return not output.lower().endswith(OUTPUT_SUFFIXES) and not Path(output).suffix
 
 
 def _split(value: str | None) -> list[str]:
