@@ -356,7 +356,7 @@ class DICOMLabelmapSegTestMixin:
         slicer.mrmlScene.Clear(0)
         self.tempDir = tempfile.mkdtemp(prefix="DICOMLabelmapSegTest-", dir=slicer.app.temporaryPath)
         self.settings = qt.QSettings()
-        self.savedSyntax = self.settings.value(slicerlogic.SETTINGS_TRANSFER_SYNTAX)
+        self.savedSettings = {key: self.settings.value(key) for key in slicerlogic.SETTINGS_DEFAULTS}
         problem = slicerlogic.environmentProblem()
         if problem:
             self.skipTest(problem)
@@ -367,10 +367,11 @@ class DICOMLabelmapSegTestMixin:
                 self.skipTest("Python packages were upgraded (pydicom); run the test again after restarting Slicer")
 
     def tearDown(self):
-        if self.savedSyntax is None:
-            self.settings.remove(slicerlogic.SETTINGS_TRANSFER_SYNTAX)
-        else:
-            self.settings.setValue(slicerlogic.SETTINGS_TRANSFER_SYNTAX, self.savedSyntax)
+        for key, value in self.savedSettings.items():  # the user's own choices stay as they were
+            if value is None:
+                self.settings.remove(key)
+            else:
+                self.settings.setValue(key, value)
         shutil.rmtree(self.tempDir, ignore_errors=True)
 
     # Helpers -----------------------------------------------------------------------------------
@@ -463,9 +464,11 @@ class DICOMLabelmapSegTest(DICOMLabelmapSegTestMixin, ScriptedLoadableModuleTest
             original = self.makeSegmentationNode(volumeNode, ctPaths)
             self.assertEqual(original.GetSegmentation().GetNumberOfLayers(), 2, "overlap needs two layers")
             expected = segmentation_from_node(original)
-            for syntax in TransferSyntax:
-                self.delayDisplay(f"Export and re-import as {syntax.label}", 10)
+            for index, syntax in enumerate(TransferSyntax):
+                palette = index % 2 == 1  # palette color LUT on every other syntax
+                self.delayDisplay(f"Export and re-import as {syntax.label}, palette color {palette}", 10)
                 self.settings.setValue(slicerlogic.SETTINGS_TRANSFER_SYNTAX, syntax.value)
+                self.settings.setValue(slicerlogic.SETTINGS_PALETTE_COLOR, str(palette).lower())
                 directory = os.path.join(self.tempDir, syntax.value)
                 exportables, error = self.exportWithPlugin(original, directory)
                 self.assertEqual(exportables[0].confidence, slicerlogic.EXPORT_CONFIDENCE, exportables[0].tooltip)
@@ -478,6 +481,7 @@ class DICOMLabelmapSegTest(DICOMLabelmapSegTestMixin, ScriptedLoadableModuleTest
 
                 first = pydicom.dcmread(os.path.join(directory, written[0]), stop_before_pixels=True)
                 self.assertEqual(first.file_meta.TransferSyntaxUID, syntax.uid, "wrong transfer syntax written")
+                self.assertEqual(first.PhotometricInterpretation == "PALETTE COLOR", palette, "palette setting ignored")
                 files = slicer.dicomDatabase.filesForSeries(first.SeriesInstanceUID)
                 self.assertEqual(len(files), 2, "both instances of the SEG series are in the database")
                 loadablesByPlugin, loadEnabled = DICOMUtils.getLoadablesFromFileLists([files])

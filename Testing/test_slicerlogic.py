@@ -387,15 +387,15 @@ def test_reference_volume_update_decisions(slicer_core, mrml_scene):
 # --- export and load on real MRML --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("syntax", [TransferSyntax.JPEG_LS, TransferSyntax.DEFLATED])
-def test_export_then_load_without_database(slicer_core, mrml_scene, tmp_path, syntax):
+@pytest.mark.parametrize(("syntax", "palette"), [(TransferSyntax.JPEG_LS, False), (TransferSyntax.DEFLATED, True)])
+def test_export_then_load_without_database(slicer_core, mrml_scene, tmp_path, syntax, palette):
     from DICOMLabelmapSegLib import mrml
 
     ct = _ct(tmp_path)
     volume, files = _dicom_volume(slicer_core, mrml_scene, ct)
     node, _ = _segmentation_node(slicer_core, mrml_scene, ct, volume)
     _, source_files = slicerlogic.sourceFilesForSegmentation(node, files.get)
-    settings = {slicerlogic.SETTINGS_TRANSFER_SYNTAX: syntax.value}
+    settings = {slicerlogic.SETTINGS_TRANSFER_SYNTAX: syntax.value, slicerlogic.SETTINGS_PALETTE_COLOR: str(palette)}
     options = slicerlogic.exportOptions(settings, {**slicerlogic.exportTags(node, settings), "SeriesNumber": "7"})
     progress = []
     paths = slicerlogic.exportSegmentation(
@@ -405,6 +405,7 @@ def test_export_then_load_without_database(slicer_core, mrml_scene, tmp_path, sy
     headers = [pydicom.dcmread(p) for p in paths]
     assert all(ds.file_meta.TransferSyntaxUID == syntax.uid for ds in headers)
     assert all(ds.SeriesNumber == 7 and ds.SeriesDescription == "Organs" for ds in headers)
+    assert all((ds.PhotometricInterpretation == "PALETTE COLOR") == palette for ds in headers)
     status = slicerlogic.formatFileSizes(paths)
     assert status.startswith("Wrote 2 files") and all(Path(p).name in status for p in paths)
 
