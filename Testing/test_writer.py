@@ -282,7 +282,7 @@ def test_failure_while_saving_second_file_leaves_nothing(tmp_path, small_series,
     def failing_save(self, filename, *args, **kwargs):
         calls.append(filename)
         if len(calls) == 2:
-            filename.write(b"half a file")
+            Path(filename).write_bytes(b"half a file")
             raise OSError("No space left on device")
         return original(self, filename, *args, **kwargs)
 

@@ -152,11 +152,11 @@ def write_labelmap_seg(
         for ds in _iter_datasets(segmentation, source_images, options, progress):
             name = f"{int(ds.SeriesNumber)}_{int(ds.InstanceNumber)}_{ds.SOPInstanceUID}.dcm"
             handle, temp_name = tempfile.mkstemp(prefix=".", suffix=".dcm.partial", dir=output_dir)
+            os.close(handle)
             temporary = Path(temp_name)
-            with os.fdopen(handle, "wb") as stream:
-                ds.save_as(stream, enforce_file_format=True)
-                stream.flush()
-                os.fsync(stream.fileno())
+            ds.save_as(temporary, enforce_file_format=True)
+            with open(temporary, "rb+") as stream:
+                os.fsync(stream.fileno())  # on disk before it gets its final name
             final = output_dir / name
             os.replace(temporary, final)
             temporary = None
