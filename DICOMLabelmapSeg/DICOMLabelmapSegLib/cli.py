@@ -225,11 +225,12 @@ def _import(case: ImportCase, progress: Progress | None) -> list[Any]:
             "(e.g. -o out/) to write one file per series, or pass the files of one series."
         )
     written: list[Any] = []
-    for index, segmentation in enumerate(segmentations):
+    labels = [_series_label(segmentation, index) for index, segmentation in enumerate(segmentations)]
+    stems = _unique_names([case.name] if len(segmentations) == 1 else [f"{case.name}_{label}" for label in labels])
+    for index, (segmentation, stem) in enumerate(zip(segmentations, stems)):
         if progress:
             progress((index + 0.5) / len(segmentations), "writing")
         if case.output_is_dir:
-            stem = case.name if len(segmentations) == 1 else f"{case.name}_{_series_label(segmentation, index)}"
             target = Path(case.output) / f"{stem}.{case.output_format}"
         else:
             target = Path(case.output)
