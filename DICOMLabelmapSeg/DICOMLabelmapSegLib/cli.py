@@ -568,8 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help=export_help,
         description=export_help
-        + " The segmentation may lie on a different grid than the series (e.g. a NIfTI in RAS order); "
-        "the writer maps it onto the series geometry.",
+        + " The segmentation may use another grid than the series (a NIfTI in RAS axis order, a cropped "
+        "volume): the SEG keeps the segmentation's own voxel grid, references the series, and must overlap it "
+        "in patient space.",
         epilog=MAIN_EPILOG,
         formatter_class=_Formatter,
     )
