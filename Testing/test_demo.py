@@ -74,3 +74,18 @@ def test_demo_files_pass_independent_validators(demo_run: tuple[int, str, Path],
         summary = validators.dcmjs_parse(path)
         assert summary["sopClassUID"] == "1.2.840.10008.5.1.4.1.1.66.7"
         assert summary["numberOfFrames"] == int(ds.NumberOfFrames)
+
+
+def test_dcmqi_reads_the_demo_labelmap_like_our_reader(demo_run: tuple[int, str, Path], tmp_path: Path) -> None:
+    from DICOMLabelmapSegLib.reader import read_segmentation
+
+    _, _, out = demo_run
+    path = sorted((out / "rle").glob("*.dcm"))[0]
+    images, meta = validators.dcmqi_read(path, tmp_path)
+    ours = read_segmentation(path)
+    assert len(images) == 1
+    labels, affine = validators.read_nrrd_kji(images[0])
+    np.testing.assert_array_equal(labels, ours.layers[0].labels)
+    np.testing.assert_allclose(affine, ours.geometry.affine, atol=1e-3)
+    names = {item["labelID"]: item["SegmentLabel"] for item in meta["segmentAttributes"][0]}
+    assert names == {segment.label_value: segment.name for segment in ours.segments}
