@@ -253,6 +253,21 @@ def test_large_private_source_elements_are_never_loaded(tmp_path, monkeypatch):
     assert dciodvfy_errors(path) == []
 
 
+def test_non_ascii_names_switch_to_utf8(tmp_path, small_series):
+    paths, geometry = small_series
+    segmentation = make_segmentation(geometry, layers=[[1, 2]])
+    segmentation.layers[0].segments[0] = Segment(1, "Leber Größe 肝", description="é 肝")
+    [path] = write_labelmap_seg(segmentation, paths, tmp_path / "utf8")
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    assert ds.SpecificCharacterSet == "ISO_IR 192"
+    assert ds.SegmentSequence[1].SegmentLabel == "Leber Größe 肝"
+    assert ds.SegmentSequence[1].SegmentDescription == "é 肝"
+    assert ds.PatientName == pydicom.dcmread(paths[0], stop_before_pixels=True).PatientName
+    assert dciodvfy_errors(path) == []
+    [plain] = write_labelmap_seg(make_segmentation(geometry), paths, tmp_path / "ascii")
+    assert pydicom.dcmread(plain, stop_before_pixels=True).SpecificCharacterSet == "ISO_IR 100"  # the source's
+
+
 def test_invalid_series_instance_uid_option():
     with pytest.raises(ValueError, match="not a valid UID"):
         ExportOptions(series_instance_uid="1.2.03.abc")

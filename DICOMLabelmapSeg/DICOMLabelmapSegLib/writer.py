@@ -464,6 +464,9 @@ def _highdicom_segmentation(
 ) -> hd.seg.Segmentation:
     plane_positions, plane_orientation, pixel_measures = spatial
     descriptions = [segment_description(s, include_color=not options.palette_color) for s in layer.segments]
+    extra = {}
+    if not _is_ascii(layer, options):
+        extra["specific_character_set"] = "ISO_IR 192"  # UTF-8: any name survives, whatever the source used
     return hd.seg.Segmentation(
         source_images=sources,
         pixel_array=layer.labels,
@@ -491,7 +494,26 @@ def _highdicom_segmentation(
         palette_color_lut_transformation=palette_lut(layer) if options.palette_color else None,
         icc_profile=srgb_icc_profile() if options.palette_color else None,
         workers=options.workers,
+        **extra,
     )
+
+
+def _is_ascii(layer: Layer, options: ExportOptions) -> bool:
+    """True if every text this layer's instance gets from the model and the options is plain ASCII."""
+    texts: list[str | None] = [
+        options.series_description, options.content_label, options.content_description,
+        options.content_creator_name, options.manufacturer, options.manufacturer_model_name,
+        options.software_versions, options.device_serial_number,
+    ]
+    for segment in layer.segments:
+        texts += [segment.name, segment.description, segment.algorithm_name, segment.algorithm_version,
+                  segment.tracking_id]
+        terminology = segment.terminology
+        for code in (terminology.category, terminology.type, terminology.type_modifier, terminology.region,
+                     terminology.region_modifier, segment.algorithm_family):
+            if code is not None:
+                texts += [code.meaning, code.value, code.scheme_designator, code.scheme_version]
+    return all(text is None or str(text).isascii() for text in texts)
 
 
 def order_frames(ds: Dataset, geometry: Geometry) -> None:
