@@ -246,9 +246,11 @@ def decode_labelmap_frames(
         for f in frame_indices:
             try:
                 frame = decode(f, fragments[f])
-            except LabelmapSegError:
+            except (LabelmapSegError, KeyboardInterrupt, SystemExit):
                 raise
-            except Exception as error:  # noqa: BLE001 - codecs raise RuntimeError, ValueError, ...
+            # Codecs raise RuntimeError, ValueError, ...; Rust ones (pylibjpeg-rle) pyo3's PanicException,
+            # which derives from BaseException.
+            except BaseException as error:  # noqa: BLE001
                 raise CorruptPixelDataError(
                     f"Frame {f + 1} of {layout.number_of_frames} cannot be decoded as "
                     f"{syntax_name(transfer_syntax_uid)} ({error}). The file is damaged or truncated; "
