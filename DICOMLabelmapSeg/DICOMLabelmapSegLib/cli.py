@@ -15,6 +15,7 @@ import enum
 import json
 import logging
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -286,6 +287,7 @@ class Reporter:
         self.debug = debug
         self.interactive = not quiet and bool(getattr(self.stream, "isatty", lambda: False)())
         self._last_draw = 0.0
+        self._drawn = 0  # length of the progress line on screen
 
     def case_progress(self, name: str) -> Progress | None:
         """A ``progress(fraction, message)`` callback drawing one updating line, or None."""
@@ -297,16 +299,19 @@ class Reporter:
             if fraction < 1.0 and now - self._last_draw < 0.1:
                 return
             self._last_draw = now
-            text = f"\r{name}: {max(0.0, min(1.0, fraction)) * 100:3.0f}% {message}"
-            self.stream.write(text[:200].ljust(60))
+            width = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+            text = f"{name}: {max(0.0, min(1.0, fraction)) * 100:3.0f}% {message}"[:width]
+            self.stream.write("\r" + text.ljust(self._drawn))
+            self._drawn = len(text)
             self.stream.flush()
 
         return progress
 
     def case_done(self, number: int, total: int, result: CaseResult) -> None:
         """Report a finished case: errors always, successes only on a terminal."""
-        if self.interactive:
-            self.stream.write("\r" + " " * 60 + "\r")
+        if self.interactive and self._drawn:
+            self.stream.write("\r" + " " * self._drawn + "\r")
+            self._drawn = 0
         if not result.ok:
             prefix = f"[{number}/{total}] " if total > 1 else ""
             self.stream.write(f"{PROGRAM}: error: {prefix}{result.name}: {result.error}\n")
