@@ -305,20 +305,20 @@ class Highdicom(Format):
             self.name, self.label = "highdicom-binary", "highdicom BINARY"
 
     def setup_export(self, case: PreparedCase, truth: Segmentation) -> Any:
-        import pydicom
-        from DICOMLabelmapSegLib.geometry import slice_normal
-
-        sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in case.source_files]
-        normal = slice_normal(sources[0].ImageOrientationPatient)
-        sources.sort(key=lambda ds: float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient])))
-        return truth, sources  # in the truth's slice order (k)
+        return truth, case.source_files
 
     def export(self, state: Any, out_dir: Path) -> list[Path]:
+        """Read the source headers (timed, as in our export), relabel to 1..n, hd.seg.Segmentation, save."""
         import highdicom as hd
+        import pydicom
+        from DICOMLabelmapSegLib.geometry import slice_normal
         from DICOMLabelmapSegLib.terminology import segment_description
         from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
 
-        truth, sources = state
+        truth, files = state
+        sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+        normal = slice_normal(sources[0].ImageOrientationPatient)  # in the truth's slice order (k)
+        sources.sort(key=lambda ds: float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient])))
         labelmap = self.segmentation_type == "LABELMAP"
         series_uid = hd.UID()
         paths = []
