@@ -151,9 +151,7 @@ def export_labelmap(segmentation: Segmentation, source: list, out: Path, repeats
         )
         back, import_seconds = timed(partial(read_segmentation, files), repeats)
         problems = differences(segmentation, back)
-        lossless = (
-            "yes" if not problems else f"NO: {problems[0]}" + (f" (+{len(problems) - 1})" if problems[1:] else "")
-        )
+        lossless = "yes" if not problems else verdict(segmentation, back, problems)
         rows.append(
             Row(
                 "LABELMAP",
@@ -167,6 +165,32 @@ def export_labelmap(segmentation: Segmentation, source: list, out: Path, repeats
             )
         )
     return rows
+
+
+def verdict(expected: Segmentation, actual: Segmentation, problems: list[str]) -> str:
+    """A one-line reason why a round trip was not lossless."""
+    reversed_axes = _reversed_axes(expected, actual)
+    if reversed_axes:
+        names = ", ".join(("slices", "rows", "columns")[axis] for axis in reversed_axes)
+        return f"NO: same voxels in space, but {names} reversed"
+    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"NO: {problems[0].splitlines()[0]}{more}"
+
+
+def _reversed_axes(expected: Segmentation, actual: Segmentation) -> list[int]:
+    """Axes along which ``actual`` is ``expected`` stored backwards (empty if that does not explain it)."""
+    import numpy as np
+
+    a, b = expected.geometry.affine, actual.geometry.affine
+    if expected.geometry.shape != actual.geometry.shape or len(expected.layers) != len(actual.layers):
+        return []
+    axes = [axis for axis in range(3) if np.allclose(a[:3, axis], -b[:3, axis], atol=1e-4)]
+    if not axes or any(not np.allclose(a[:3, x], b[:3, x], atol=1e-4) for x in range(3) if x not in axes):
+        return []
+    same = all(
+        np.array_equal(np.flip(y.labels, axis=tuple(axes)), x.labels) for x, y in zip(expected.layers, actual.layers)
+    )
+    return axes if same else []
 
 
 def export_binary(segmentation: Segmentation, source_dir: Path, out: Path, repeats: int) -> list[Row]:
