@@ -523,12 +523,12 @@ def order_frames(ds: Dataset, geometry: Geometry) -> None:
     moved without re-encoding.
     """
     items = list(ds.PerFrameFunctionalGroupsSequence)
-    expected = frame_positions(geometry.affine, geometry.shape[0])
     positions = np.array(
         [[float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient] for item in items]
     )
-    slice_of_frame = np.argmin(np.linalg.norm(positions[:, None, :] - expected[None, :, :], axis=2), axis=1)
-    order = np.argsort(slice_of_frame, kind="stable")
+    step = geometry.affine[:3, 0]
+    slice_of_frame = (positions - geometry.affine[:3, 3]) @ step / float(step @ step)
+    order = np.argsort(np.rint(slice_of_frame), kind="stable")
     if np.array_equal(order, np.arange(len(items))):
         return
     ds.PerFrameFunctionalGroupsSequence = [items[i] for i in order]
