@@ -216,6 +216,33 @@ def _frame_damage(builder: _CorpusBuilder, label: str, seed: Path) -> None:
     builder.add_dataset(f"{label}/syntax-lies", seed, lie_about_syntax, PIXEL_ERRORS)
 
 
+#: Top-level elements (tag bytes, little endian) whose value length is made to swallow what follows.
+_SWALLOWED = {
+    "SOPClassUID": b"\x08\x00\x16\x00UI",
+    "SegmentationType": b"\x62\x00\x01\x00CS",
+    "Rows": b"\x28\x00\x10\x00US",
+    "BitsAllocated": b"\x28\x00\x00\x01US",
+}
+
+
+def _swallowing_lengths(builder: _CorpusBuilder, label: str, seed: Path) -> None:
+    """Raise a short element's 16-bit value length so its value swallows the next kilobytes of the file.
+
+    What a fuzzer finds first: the reader then sees kilobytes of garbage as a UID, a code string or
+    a list of numbers, and must still answer with a short, clear message.
+    """
+    data = seed.read_bytes()
+    if _is_deflated(pydicom.dcmread(seed, stop_before_pixels=True)):
+        return
+    for keyword, prefix in _SWALLOWED.items():
+        offset = data.find(prefix, 132)
+        if offset < 0:
+            continue
+        length = min(4000, len(data) - offset - 8) & ~1
+        damaged = data[: offset + 6] + length.to_bytes(2, "little") + data[offset + 8 :]
+        builder.add_bytes(f"{label}/swallowing-{keyword}", damaged, ANY_ERROR)
+
+
 def _delete(*keywords: str) -> Callable[[Dataset], None]:
     def edit(ds: Dataset) -> None:
         for keyword in keywords:
@@ -500,6 +527,7 @@ def generate_corpus(
             _frame_damage(builder, label, seed)
             if label in chosen:
                 _header_damage(builder, label, seed)
+                _swallowing_lengths(builder, label, seed)
         _non_dicom(builder)
         _folders(builder, other_dicom)
     return builder.items

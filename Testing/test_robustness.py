@@ -95,7 +95,9 @@ def test_seeds_are_valid_and_read(seeds: dict[str, Path], guarded: GuardedReader
 def test_corpus_is_large_and_covers_every_kind_of_damage(corpus: list[Corruption]) -> None:
     assert len(corpus) >= 40
     kinds = Counter(item.name.split("/", 1)[1].split("-", 1)[0] for item in corpus)
-    for kind in ("truncated", "frame", "missing", "giant", "frames", "positions", "segment", "sop", "empty"):
+    for kind in (
+        "truncated", "frame", "missing", "giant", "frames", "positions", "segment", "sop", "empty", "swallowing"
+    ):
         assert kinds[kind] > 0, f"no '{kind}' damage in the corpus: {sorted(kinds)}"
     must_fail = [item for item in corpus if not item.may_load]
     assert len(must_fail) >= 40
