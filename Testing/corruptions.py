@@ -243,6 +243,31 @@ def _swallowing_lengths(builder: _CorpusBuilder, label: str, seed: Path) -> None
         builder.add_bytes(f"{label}/swallowing-{keyword}", damaged, ANY_ERROR)
 
 
+def _meta_damage(builder: _CorpusBuilder, label: str, seed: Path) -> None:
+    """Damage the file meta information: an unknown VR, a lying group length, a missing transfer syntax."""
+    data = seed.read_bytes()
+    media_class = data.find(b"\x02\x00\x02\x00UI", 132)
+    if media_class > 0:
+        damaged = data[: media_class + 4] + b"UA" + data[media_class + 6 :]
+        # The dataset's own SOP Class UID still says what the file is: a reader may load it.
+        builder.add_bytes(f"{label}/meta-unknown-vr", damaged, FILE_ERRORS, may_load=True)
+        sop_class = damaged.find(b"\x08\x00\x16\x00UI", 132)
+        if sop_class > 0:  # ... and with that one empty, the reader must fall back on the damaged meta element
+            length = int.from_bytes(damaged[sop_class + 6 : sop_class + 8], "little")
+            damaged = damaged[: sop_class + 6] + b"\x00\x00" + damaged[sop_class + 8 + length :]
+            builder.add_bytes(f"{label}/meta-unknown-vr-no-sop-class", damaged, FILE_ERRORS)
+    group_length = data.find(b"\x02\x00\x00\x00UL\x04\x00", 132)
+    if group_length > 0:
+        damaged = data[: group_length + 8] + (0xFFFFFFF0).to_bytes(4, "little") + data[group_length + 12 :]
+        builder.add_bytes(f"{label}/meta-group-length-huge", damaged, FILE_ERRORS, may_load=True)
+    syntax = data.find(b"\x02\x00\x10\x00UI", 132)
+    if syntax > 0:
+        length = int.from_bytes(data[syntax + 6 : syntax + 8], "little")
+        unknown = b"1.2.3.4.5.6.7.8.9".ljust(length, b"\x00")[:length]
+        damaged = data[: syntax + 8] + unknown + data[syntax + 8 + length :]
+        builder.add_bytes(f"{label}/meta-unknown-transfer-syntax", damaged, ANY_ERROR)
+
+
 def _delete(*keywords: str) -> Callable[[Dataset], None]:
     def edit(ds: Dataset) -> None:
         for keyword in keywords:
@@ -524,6 +549,7 @@ def generate_corpus(
         warnings.simplefilter("ignore")  # pydicom warns about the invalid values written on purpose
         for label, seed in seeds.items():
             _truncations(builder, label, seed)
+            _meta_damage(builder, label, seed)
             _frame_damage(builder, label, seed)
             if label in chosen:
                 _header_damage(builder, label, seed)
