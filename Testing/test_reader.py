@@ -393,13 +393,37 @@ def test_frames_placed_by_position_not_order(data_dir: Path, tmp_path: Path) -> 
     forward = read_segmentation(set_frames(copy.deepcopy(ds), frames))
     ds.PerFrameFunctionalGroupsSequence = list(reversed(ds.PerFrameFunctionalGroupsSequence))
     backward = read_segmentation(save(set_frames(ds, frames[::-1].copy(), JPEGLSLossless), tmp_path / "rev.dcm"))
-    # Same grid and voxels: the slice axis runs along the frame normal whatever the frame order.
-    assert backward.geometry.same_as(forward.geometry)
+    # Same voxels in space; the slice axis points the way the frames progress in the file.
     assert forward.geometry.affine[2, 0] == pytest.approx(2.5)
-    np.testing.assert_array_equal(backward.layers[0].labels, forward.layers[0].labels)
-    assert backward.layers[0].labels[0, 0, 0] == 1
+    assert backward.geometry.affine[2, 0] == pytest.approx(-2.5)
+    assert backward.geometry.origin[2] == pytest.approx(-172.75)
+    np.testing.assert_array_equal(
+        aligned(backward.layers[0].labels, backward.geometry.affine, forward.geometry.affine), forward.layers[0].labels
+    )
+    assert forward.layers[0].labels[0, 0, 0] == 1 and backward.layers[0].labels[2, 0, 0] == 1
 
 
+def test_frame_order_within_a_progression_does_not_matter(data_dir: Path) -> None:
+    """Frames in any order: each lands at its position (the first two fix the slice direction)."""
+    ds = sparse(data_dir)
+    groups = ds.PerFrameFunctionalGroupsSequence
+    template = groups[0]
+    z_values = [-177.75, -175.25, -165.25, -170.25]  # ascending first, then out of order, with a gap
+    frames = np.zeros((4, 38, 24), dtype=np.uint8)
+    new_groups = []
+    for index, z in enumerate(z_values):
+        group = copy.deepcopy(template)
+        group.PlanePositionSequence[0].ImagePositionPatient = [46.464901, 5.0188098, z]
+        new_groups.append(group)
+        frames[index, index, :] = 1
+    ds.PerFrameFunctionalGroupsSequence = new_groups
+    segmentation = read_segmentation(set_frames(ds, frames))
+    assert segmentation.geometry.shape == (6, 38, 24)
+    labels = segmentation.layers[0].labels
+    for index, z in enumerate(z_values):
+        k = round((z + 177.75) / 2.5)
+        np.testing.assert_array_equal(labels[k], frames[index])
+    assert not labels[[2, 4]].any()  # the slices without a frame are background
 def test_oblique_sheared_positions_give_exact_affine(data_dir: Path) -> None:
     ds = sparse(data_dir)
     rotation = np.array([[0.8, -0.6, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]])

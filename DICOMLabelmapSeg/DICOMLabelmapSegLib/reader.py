@@ -597,27 +597,46 @@ def _segments(
 
 def _palette_colors(ds: Dataset, where: str):  # noqa: ANN202 - returns a small closure
     """A function segment number -> RGB from the palette color LUT (8- or 16-bit entries)."""
-    try:
-        from pydicom.pixels import apply_color_lut
-
-        descriptor = ds.RedPaletteColorLookupTableDescriptor
-        entries = int(descriptor[0]) or 65536
-        first = int(descriptor[1])
-        values = np.arange(first, first + entries, dtype=np.uint16 if first + entries > 256 else np.uint8)
-        table = np.asarray(apply_color_lut(values, ds))
-        bits = int(descriptor[2])
-    except Exception as error:  # noqa: BLE001 - malformed LUTs raise many types in pydicom
-        raise InvalidDicomFileError(
-            f"{where} is PALETTE COLOR but its palette color lookup table is missing or invalid ({_brief(error)})."
-        ) from error
-    if bits == 16 or table.dtype != np.uint8:
-        table = (table.astype(np.uint32) >> 8).astype(np.uint8)
+    channels = [_palette_channel(ds, name, where) for name in ("Red", "Green", "Blue")]
+    first = channels[0][0]
+    if any(channel[0] != first for channel in channels):
+        raise InvalidDicomFileError(f"{where}: the red, green and blue palette tables start at different values.")
+    length = min(len(channel[1]) for channel in channels)
+    table = np.stack([channel[1][:length] for channel in channels], axis=1)
 
     def color(number: int) -> tuple[int, int, int]:
-        index = min(max(number - first, 0), len(table) - 1)
+        index = min(max(number - first, 0), length - 1)  # values outside the table take its end entries
         return tuple(int(c) for c in table[index])  # type: ignore[return-value]
 
     return color
+
+
+def _palette_channel(ds: Dataset, name: str, where: str) -> tuple[int, np.ndarray]:
+    """(first mapped value, 8-bit entries) of one channel of a palette color lookup table."""
+    descriptor = ds.get(f"{name}PaletteColorLookupTableDescriptor")
+    data = ds.get(f"{name}PaletteColorLookupTableData")
+    if descriptor is None or data is None or len(descriptor) != 3:
+        segmented = f"Segmented{name}PaletteColorLookupTableData" in ds
+        raise (UnsupportedSegmentationError if segmented else InvalidDicomFileError)(
+            f"{where} is PALETTE COLOR but its {name.lower()} palette table is "
+            f"{'segmented (not supported)' if segmented else 'missing or incomplete'}; give its segments "
+            "Recommended Display CIELab Values instead."
+        )
+    entries, first, bits = (int(v) for v in descriptor)
+    entries = entries or 65536
+    data = bytes(data)
+    if bits == 16 and len(data) >= 2 * entries:
+        values = (np.frombuffer(data, dtype="<u2", count=entries) >> 8).astype(np.uint8)
+    elif bits == 8 and len(data) == 2 * entries:  # 8-bit entries stored in 16-bit words (older writers)
+        values = (np.frombuffer(data, dtype="<u2", count=entries) & 0xFF).astype(np.uint8)
+    elif bits == 8 and len(data) >= entries:
+        values = np.frombuffer(data, dtype=np.uint8, count=entries)
+    else:
+        raise InvalidDicomFileError(
+            f"{where}: the {name.lower()} palette table has {len(data)} bytes for {entries} entries of {bits} bits; "
+            "the palette color lookup table is invalid."
+        )
+    return first, values
 
 
 def _floats(value: Any, count: int, what: str, where: str) -> np.ndarray:
@@ -781,10 +800,10 @@ def _check_series_consistency(headers: list[_Header]) -> None:
 def _series_grid(headers: list[_Header], max_voxels: int = MAX_VOXELS) -> tuple[Geometry, list[np.ndarray]]:
     """The volume grid of a series and the slice index of each frame of each instance.
 
-    Frames are placed by position, never by their order in the file. The slice axis points
-    along the frames' normal (row direction x column direction), like a DICOM image series
-    sorted by position, whatever order a writer stored the frames in (highdicom stores them
-    in decreasing position). Missing slices between frames are filled on the regular grid.
+    Frames are placed by position, never by their order in the file; only the sign of the slice
+    axis follows the order (the way the frames progress). A single frame, or frames without a
+    progression, give a slice axis along the frame normal (row direction x column direction).
+    Missing slices between frames are filled on the regular grid.
     """
     first = headers[0]
     rows, columns = first.layout.rows, first.layout.columns
@@ -813,7 +832,15 @@ def _series_grid(headers: list[_Header], max_voxels: int = MAX_VOXELS) -> tuple[
     declared = next((h.planes.spacing_between_slices for h in headers if h.planes.spacing_between_slices), None)
     step = _slice_step(gaps, declared, first.planes.slice_thickness, tolerance)
 
-    k_float = (distances - ordered[0]) / step
+    # The slice axis points the way the frames progress in the file (the first instance's first two
+    # frames at different positions): writers that store slices in order k = 0..n-1 (ours does) are
+    # read back with their slice direction, whichever way it points relative to the frame normal.
+    sign = 1.0
+    moves = np.diff(first.planes.positions @ normal)
+    moves = moves[np.abs(moves) > tolerance]
+    if moves.size and moves[0] < 0:
+        sign = -1.0
+    k_float = sign * (distances - (ordered[0] if sign > 0 else ordered[-1])) / step
     k = np.rint(k_float)
     if np.any(np.abs(k_float - k) > 0.02):
         raise GeometryMismatchError(
@@ -837,7 +864,7 @@ def _series_grid(headers: list[_Header], max_voxels: int = MAX_VOXELS) -> tuple[
             )
     else:
         origin = positions[0]
-        step_vector = step * normal
+        step_vector = sign * step * normal
     affine = affine_from_plane(origin, orientation, spacing, step_vector)
     geometry = Geometry((slices, rows, columns), affine, first.frame_of_reference_uid)
     indices = []
