@@ -314,6 +314,9 @@ def _load(sources: Sources, headers_only: bool) -> list[_Instance]:
     return instances
 
 
+_LAZY_SEQUENCES = (framegroups.PER_FRAME_FUNCTIONAL_GROUPS, framegroups.REFERENCED_SERIES)
+
+
 def _has_dicom_preamble(path: Path) -> bool:
     try:
         with open(path, "rb") as handle:
@@ -339,8 +342,12 @@ def _read_file(path: Path, headers_only: bool) -> Dataset:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ds = pydicom.dcmread(path, stop_before_pixels=headers_only)
-            # Element values are converted lazily (damage surfaces later, where every access is guarded);
-            # large sequences are parsed from their raw bytes by framegroups, much faster than by pydicom.
+            # pydicom converts element values lazily: convert them now so that damage surfaces here,
+            # except two large sequences that framegroups parses from raw bytes much faster (guarded later).
+            for dataset in (getattr(ds, "file_meta", None) or Dataset(), ds):
+                for tag in list(dataset.keys()):
+                    if tag not in _LAZY_SEQUENCES:
+                        _ = dataset[tag].value
     except InvalidDicomError as error:
         raise InvalidDicomFileError(f"'{path.name}' is not a valid DICOM file; give a DICOM SEG file.") from error
     except Exception as error:  # noqa: BLE001 - pydicom raises many types on damaged files
@@ -377,7 +384,7 @@ def _check_sop_class(ds: Dataset, what: str) -> None:
     uid = _sop_class(ds)
     if not uid or not pydicom.uid.UID(uid).is_valid:
         raise InvalidDicomFileError(
-            f"{what} has no valid SOP Class UID (found {uid!r}); the file is truncated or is not a DICOM "
+            f"{what} has no valid SOP Class UID (found {_shown(uid)}); the file is truncated or is not a DICOM "
             "Segmentation. Give a complete SEG file."
         )
     if uid not in _SEG_SOP_CLASSES:
@@ -406,6 +413,12 @@ def _group_series(instances: list[_Instance]) -> dict[str, list[_Instance]]:
 
 def _where(instance: _Instance) -> str:
     return f"'{Path(instance.path).name}'" if instance.path else "The dataset"
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)``, cut to ``limit`` characters, for quoting untrusted header values in messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _brief(error: BaseException) -> str:
@@ -468,7 +481,7 @@ def _int(ds: Dataset, keyword: str, where: str, low: int, high: int) -> int:
     try:
         number = int(value)
     except (TypeError, ValueError) as error:
-        raise InvalidDicomFileError(f"{where} has {keyword} {value!r}, which is not a number.") from error
+        raise InvalidDicomFileError(f"{where} has {keyword} {_shown(value)}, which is not a number.") from error
     if not low <= number <= high:
         raise InvalidDicomFileError(f"{where} has {keyword} {number}; it must be between {low} and {high}.")
     return number
@@ -497,12 +510,12 @@ def _parse_header_unguarded(instance: _Instance) -> _Header:
         segmentation_type = SegmentationType(text)
     except ValueError as error:
         raise UnsupportedSegmentationError(
-            f"{where} has Segmentation Type '{text}'; only BINARY, FRACTIONAL and LABELMAP are defined."
+            f"{where} has Segmentation Type {_shown(text)}; only BINARY, FRACTIONAL and LABELMAP are defined."
         ) from error
     labelmap = sop_class == LABELMAP_SEGMENTATION_STORAGE
     if labelmap != (segmentation_type == SegmentationType.LABELMAP):
         raise UnsupportedSegmentationError(
-            f"{where} is {_sop_class_name(ds)} with Segmentation Type {text}; LABELMAP belongs to Label Map "
+            f"{where} is {_sop_class_name(ds)} with Segmentation Type {_shown(text)}; LABELMAP belongs to Label Map "
             "Segmentation Storage and BINARY/FRACTIONAL to Segmentation Storage. The file is inconsistent."
         )
     rows = _int(ds, "Rows", where, 1, 65535)
@@ -516,7 +529,7 @@ def _parse_header_unguarded(instance: _Instance) -> _Header:
     }
     if bits not in allowed_bits[segmentation_type]:
         raise InvalidDicomFileError(
-            f"{where} is a {text} segmentation with Bits Allocated {bits}; the standard allows "
+            f"{where} is a {segmentation_type.value} segmentation with Bits Allocated {bits}; the standard allows "
             f"{' or '.join(map(str, allowed_bits[segmentation_type]))}."
         )
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
@@ -643,9 +656,11 @@ def _floats(value: Any, count: int, what: str, where: str) -> np.ndarray:
     try:
         array = np.array([float(v) for v in value], dtype=np.float64)
     except (TypeError, ValueError) as error:
-        raise InvalidDicomFileError(f"{where} has an invalid {what} {value!r}.") from error
+        raise InvalidDicomFileError(f"{where} has an invalid {what} {_shown(value)}.") from error
     if array.shape != (count,) or not np.all(np.isfinite(array)):
-        raise InvalidDicomFileError(f"{where} has an invalid {what} {value!r}: {count} finite numbers are needed.")
+        raise InvalidDicomFileError(
+            f"{where} has an invalid {what} {_shown(value)}: {count} finite numbers are needed."
+        )
     return array
 
 
