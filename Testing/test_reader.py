@@ -31,6 +31,8 @@ from DICOMLabelmapSegLib import (
     SegmentationType,
     UndescribedLabelError,
     UnsupportedSegmentationError,
+    differences,
+    framegroups,
 )
 from DICOMLabelmapSegLib.color import rgb_to_dicom_lab
 from DICOMLabelmapSegLib.reader import describe, read_segmentation, read_segmentations
@@ -745,3 +747,116 @@ def test_missing_codec_names_the_package(data_dir: Path, monkeypatch: pytest.Mon
     with pytest.raises(MissingCodecError, match="pip install pyjpegls") as caught:
         read_segmentation(ds)
     assert_good_message(caught.value)
+
+
+# ---------------------------------------------------------------------------- raw functional groups parser
+
+
+def group_tuple(group: framegroups.FrameGroup) -> tuple:
+    def floats(values):  # noqa: ANN001, ANN202
+        return None if values is None else tuple(round(float(v), 9) for v in values)
+
+    return (
+        floats(group.image_position),
+        floats(group.image_orientation),
+        floats(group.pixel_spacing),
+        None if group.spacing_between_slices is None else float(group.spacing_between_slices),
+        None if group.slice_thickness is None else float(group.slice_thickness),
+        group.referenced_segment_number,
+        group.source_sop_instance_uids,
+    )
+
+
+def our_labelmap(tmp_path: Path) -> Path:
+    """A small LABELMAP written by the project's writer (two layers' worth of segments in one layer)."""
+    from DICOMLabelmapSegLib import Geometry
+    from DICOMLabelmapSegLib.source import read_source_series
+    from DICOMLabelmapSegLib.writer import write_labelmap_seg
+    from synthetic import make_affine, make_ct_series, make_segmentation
+
+    affine = make_affine(oblique=True)
+    source = read_source_series(make_ct_series(tmp_path / "ct", shape=(5, 12, 16), affine=affine))
+    geometry = Geometry((5, 12, 16), affine, str(source[0].FrameOfReferenceUID))
+    (path,) = write_labelmap_seg(make_segmentation(geometry, layers=[[1, 2, 300]]), source, tmp_path / "seg")
+    return path
+
+
+@pytest.mark.parametrize("name", ["dcmqi/sparse-labelmap-ppv5.dcm", "ours"])
+def test_raw_frame_groups_equal_pydicom(data_dir: Path, tmp_path: Path, name: str) -> None:
+    path = our_labelmap(tmp_path) if name == "ours" else data_dir / name
+    fast = framegroups.raw_frame_groups(pydicom.dcmread(path))
+    assert fast is not None, "the raw parser must handle explicit VR little endian with defined lengths"
+    slow = [framegroups.group_from_item(item) for item in pydicom.dcmread(path).PerFrameFunctionalGroupsSequence]
+    assert [group_tuple(g) for g in fast] == [group_tuple(g) for g in slow]
+    assert all(g.image_position is not None and g.source_sop_instance_uids for g in fast)
+    ds = pydicom.dcmread(path)
+    assert framegroups.raw_referenced_series(ds) == [
+        (
+            item.SeriesInstanceUID,
+            [(i.ReferencedSOPClassUID, i.ReferencedSOPInstanceUID) for i in item.ReferencedInstanceSequence],
+        )
+        for item in ds.ReferencedSeriesSequence
+    ]
+
+
+def test_undefined_length_sequences_read_the_same(tmp_path: Path) -> None:
+    path = our_labelmap(tmp_path)
+    ds = pydicom.dcmread(path)
+    for element in ds.iterall():
+        if element.VR == "SQ":
+            element.is_undefined_length = True
+            for item in element.value:
+                item.is_undefined_length_sequence_item = True
+    undefined = save(ds, tmp_path / "undefined.dcm")
+    assert undefined.read_bytes().count(b"\xfe\xff\xdd\xe0") > 10  # sequence delimiters
+    expected, actual = read_segmentation(path), read_segmentation(undefined)
+    assert differences(expected, actual) == []
+    assert actual.referenced_series == expected.referenced_series
+
+
+def test_raw_frame_groups_fall_back_for_implicit_vr_and_damage(data_dir: Path) -> None:
+    implicit = pydicom.dcmread(data_dir / "highdicom" / "seg_image_ct_binary.dcm")
+    assert framegroups.raw_frame_groups(implicit) is None  # pydicom parses it instead
+    ds = pydicom.dcmread(data_dir / "dcmqi" / "sparse-labelmap-ppv5.dcm")
+    raw = ds.get_item(framegroups.PER_FRAME_FUNCTIONAL_GROUPS)
+    damaged = bytearray(raw.value)
+    damaged[16:20] = b"\xff\xff\xff\x7f"  # the first nested sequence's length, far beyond the value
+    ds[framegroups.PER_FRAME_FUNCTIONAL_GROUPS] = raw._replace(value=bytes(damaged))
+    assert framegroups.raw_frame_groups(ds) is None
+    with pytest.raises(InvalidDicomFileError):
+        read_segmentation(ds)
+
+
+@pytest.mark.slow
+def test_large_jpeg_ls_labelmap_reads_fast(tmp_path: Path) -> None:
+    """A 512 x 512 x 334 JPEG-LS LABELMAP with 61 labels (the project's speed target: well under 0.4 s)."""
+    import time
+
+    from DICOMLabelmapSegLib import Geometry, Layer, Segmentation
+    from DICOMLabelmapSegLib.source import read_source_series
+    from DICOMLabelmapSegLib.writer import write_labelmap_seg
+    from synthetic import make_affine, make_ct_series, make_segment
+
+    shape = (334, 512, 512)
+    affine = make_affine(spacing=(1.0, 0.75, 0.75))
+    source = read_source_series(make_ct_series(tmp_path / "ct", shape=shape, affine=affine, shuffle=False))
+    rng = np.random.default_rng(0)
+    labels = np.zeros(shape, dtype=np.uint8)
+    values = sorted(rng.choice(np.arange(1, 118), size=61, replace=False).tolist())
+    for value in values:  # 61 boxes ("organs")
+        low = rng.integers(0, [300, 450, 450])
+        size = rng.integers(10, [60, 80, 80])
+        labels[low[0] : low[0] + size[0], low[1] : low[1] + size[1], low[2] : low[2] + size[2]] = value
+    segmentation = Segmentation(
+        Geometry(shape, affine, str(source[0].FrameOfReferenceUID)),
+        [Layer(labels, [make_segment(v, i) for i, v in enumerate(values)])],
+    )
+    (path,) = write_labelmap_seg(segmentation, source, tmp_path / "seg")
+    timings = []
+    for _ in range(3):
+        start = time.perf_counter()
+        read_back = read_segmentation(path)
+        timings.append(time.perf_counter() - start)
+    np.testing.assert_array_equal(read_back.layers[0].labels, labels)
+    # Loose bound: the machine running the tests may be shared; bench/ measures properly.
+    assert min(timings) < 1.5, timings
