@@ -860,3 +860,17 @@ def test_large_jpeg_ls_labelmap_reads_fast(tmp_path: Path) -> None:
     np.testing.assert_array_equal(read_back.layers[0].labels, labels)
     # Loose bound: the machine running the tests may be shared; bench/ measures properly.
     assert min(timings) < 1.5, timings
+
+
+@pytest.mark.parametrize("syntax", [JPEGLSLossless, RLELossless, JPEG2000Lossless])
+def test_threaded_decoding_gives_the_same_volume(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch, syntax: str
+) -> None:
+    from DICOMLabelmapSegLib import pixels
+
+    ds = sparse_uint16(data_dir)
+    set_frames(ds, frames_of(ds), syntax)
+    serial = read_segmentation(ds, workers=1)
+    monkeypatch.setattr(pixels, "_PARALLEL_MIN_VOXELS", 0)  # use the pool even for this small file
+    threaded = read_segmentation(ds, workers=4)
+    assert differences(serial, threaded) == []

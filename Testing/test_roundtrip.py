@@ -45,6 +45,8 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
+pytestmark = pytest.mark.filterwarnings("ignore:The number of bytes of compressed pixel data matches")
+
 SOURCE_SHAPE = (4, 12, 12)  # square in mm (see test_writer_overlap_check_with_non_square_source)
 SOURCE_AFFINE = make_affine(spacing=(2.5, 0.75, 0.75), origin=(-30.0, -40.0, 20.0))
 

@@ -208,7 +208,7 @@ def decode_labelmap_frames(
     slice_of_frame: Sequence[int],
     out: np.ndarray,
     padding_value: int | None = None,
-    workers: int = 0,
+    workers: int = 1,
 ) -> np.ndarray:
     """Decode every frame of ``ds`` into ``out[slice_of_frame[f]]`` and return the label histogram.
 
@@ -225,7 +225,8 @@ def decode_labelmap_frames(
     padding_value: int | None
         A Pixel Padding Value to turn into background 0 (None: keep all values).
     workers: int
-        Decoding threads; 0 means ``os.cpu_count()``.
+        Decoding threads; 0 means ``os.cpu_count()``. Threads pay off only with codecs that
+        release the GIL (pyjpegls and pylibjpeg-openjpeg do not), so the default is 1.
 
     Returns
     -------
@@ -239,7 +240,7 @@ def decode_labelmap_frames(
     require_decoder(transfer_syntax_uid)
     fragments = frame_fragments(ds, layout)
     decode = _frame_decoder(ds, transfer_syntax_uid, layout)
-    bins = 1 << 16  # 8-bit frames are counted as pairs of pixels (half the work), see label_counts
+    bins = 1 << layout.bits_allocated
 
     def run(frame_indices: range) -> np.ndarray:
         counts = np.zeros(bins, dtype=np.int64)
@@ -260,42 +261,33 @@ def decode_labelmap_frames(
             target[...] = frame
             if padding_value is not None:
                 target[target == padding_value] = 0
-            counts += _histogram(target)
+            counts += _occurrences(target, bins)
         return counts
 
     n = layout.number_of_frames
     workers = workers or os.cpu_count() or 1
     if workers <= 1 or n < 2 or n * layout.rows * layout.columns < _PARALLEL_MIN_VOXELS:
-        return label_counts(run(range(n)), layout.bits_allocated)
+        return run(range(n))
     chunks = min(n, workers * 4)
     bounds = np.linspace(0, n, chunks + 1).astype(int)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = list(pool.map(run, [range(bounds[c], bounds[c + 1]) for c in range(chunks)]))
-    return label_counts(np.sum(results, axis=0), layout.bits_allocated)
+    return np.sum(results, axis=0)
 
 
-def _histogram(labels: np.ndarray) -> np.ndarray:
-    """Counts of 16-bit values: of pixels for uint16 arrays, of pairs of adjacent pixels for uint8 arrays."""
-    if labels.dtype == np.uint8:
-        flat = labels.reshape(-1)
-        if flat.size % 2:
-            flat = np.concatenate([flat, np.zeros(1, dtype=np.uint8)])
-        return np.bincount(flat.view(np.uint16), minlength=1 << 16)
-    return np.bincount(labels.reshape(-1), minlength=1 << 16)
+def _occurrences(labels: np.ndarray, bins: int) -> np.ndarray:
+    """Per value, a count that is non-zero exactly when the value occurs in ``labels``.
 
-
-def label_counts(histogram: np.ndarray, bits_allocated: int) -> np.ndarray:
-    """Presence counts per label value from :func:`_histogram` output (pair counts folded for 8 bits).
-
-    For 8-bit labels the counts are of pixel pairs containing the value, which is all the
-    reader needs (which values occur); for 16-bit labels they are exact pixel counts.
+    Only the first pixel and the pixels where the value changes (in memory order) are
+    counted: every value that occurs starts a run, and label maps have few runs, so this
+    is several times faster than a histogram of all pixels.
     """
-    if bits_allocated != 8:
-        return histogram
-    pairs = np.flatnonzero(histogram)
-    counts = np.zeros(256, dtype=np.int64)
-    np.add.at(counts, pairs & 0xFF, histogram[pairs])
-    np.add.at(counts, pairs >> 8, histogram[pairs])
+    flat = labels.reshape(-1)
+    if not flat.size:
+        return np.zeros(bins, dtype=np.int64)
+    starts = flat[1:][flat[1:] != flat[:-1]]
+    counts = np.bincount(starts, minlength=bins)
+    counts[flat[0]] += 1
     return counts
 
 
@@ -323,6 +315,11 @@ def _native_frames(
         out[...] = frames
     else:
         out[slices] = frames
-    if padding_value is not None:
-        out[out == padding_value] = 0
-    return label_counts(_histogram(out), layout.bits_allocated)
+    bins = 1 << layout.bits_allocated
+    counts = np.zeros(bins, dtype=np.int64)
+    for k in np.unique(slices):  # slice by slice: bounded temporary memory
+        target = out[k]
+        if padding_value is not None:
+            target[target == padding_value] = 0
+        counts += _occurrences(target, bins)
+    return counts

@@ -168,7 +168,7 @@ def read_segmentation(
     *,
     fractional_threshold: float = 0.5,
     max_voxels: int = MAX_VOXELS,
-    workers: int = 0,
+    workers: int = 1,
 ) -> Segmentation:
     """Read ONE DICOM SEG series into a :class:`~.model.Segmentation`.
 
@@ -183,7 +183,9 @@ def read_segmentation(
     max_voxels: int
         Sanity bound on the label voxels (all layers) a header may make us allocate.
     workers: int
-        Frame decoding threads; 0 means ``os.cpu_count()``.
+        Frame decoding threads; 0 means ``os.cpu_count()``. Default 1: the codec wrappers
+        (pyjpegls, pylibjpeg-openjpeg) hold the GIL while decoding, and threads measured no
+        faster on a 512 x 512 x 334 JPEG-LS or RLE label map.
 
     Raises
     ------
@@ -207,7 +209,7 @@ def read_segmentations(
     *,
     fractional_threshold: float = 0.5,
     max_voxels: int = MAX_VOXELS,
-    workers: int = 0,
+    workers: int = 1,
 ) -> list[Segmentation]:
     """Read every DICOM SEG series found in ``sources`` (grouped by Series Instance UID).
 
