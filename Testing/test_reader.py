@@ -653,13 +653,14 @@ def test_corrupt_compressed_frames(data_dir: Path, syntax: str, damage: str) -> 
     assert_good_message(caught.value)
 
 
-def test_jpeg_ls_frame_of_wrong_size_is_corrupt(data_dir: Path) -> None:
+@pytest.mark.parametrize("syntax", [JPEGLSLossless, JPEG2000Lossless])
+def test_frames_of_another_size_than_the_header_are_corrupt(data_dir: Path, syntax: str) -> None:
     ds = sparse(data_dir)
-    set_frames(ds, frames_of(ds), JPEGLSLossless)
+    set_frames(ds, frames_of(ds), syntax)
     ds.Rows = 37  # the frames are 38 rows
-    ds.PerFrameFunctionalGroupsSequence = ds.PerFrameFunctionalGroupsSequence  # unchanged
-    with pytest.raises(CorruptPixelDataError, match="Frame 1"):
+    with pytest.raises(CorruptPixelDataError, match="first frame is 38 x 24") as caught:
         read_segmentation(ds)
+    assert_good_message(caught.value)
 
 
 def test_undescribed_label_values_are_rejected(data_dir: Path) -> None:
@@ -692,7 +693,9 @@ def test_duplicate_segment_numbers_are_rejected(data_dir: Path) -> None:
 
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, JPEGLSLossless])
 @pytest.mark.parametrize(
-    "sizes", [(65535, 65535, 2_000_000_000), (65535, 65535, 2), (38, 24, 2_000_000_000)], ids=["all", "frame", "frames"]
+    "sizes",
+    [(65535, 65535, 2_000_000_000), (65535, 65535, 2), (38, 24, 2_000_000_000), (30000, 30000, 2)],
+    ids=["all", "frame", "frames", "under-cap"],
 )
 def test_absurd_sizes_are_rejected_before_allocating(data_dir: Path, syntax: str, sizes: tuple[int, int, int]) -> None:
     ds = sparse(data_dir)
@@ -874,3 +877,22 @@ def test_threaded_decoding_gives_the_same_volume(
     monkeypatch.setattr(pixels, "_PARALLEL_MIN_VOXELS", 0)  # use the pool even for this small file
     threaded = read_segmentation(ds, workers=4)
     assert differences(serial, threaded) == []
+
+
+def test_rle_without_pylibjpeg_rle_uses_pydicom(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    ds = sparse_uint16(data_dir)
+    expected = read_segmentation(copy.deepcopy(ds))
+    set_frames(ds, frames_of(ds), RLELossless)
+    monkeypatch.setitem(sys.modules, "rle.utils", None)  # 'import rle.utils' now fails
+    assert differences(expected, read_segmentation(ds)) == []
+
+
+def test_syntax_without_any_decoder_is_a_missing_codec(data_dir: Path) -> None:
+    ds = sparse(data_dir)
+    set_frames(ds, frames_of(ds), RLELossless)
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2: pydicom has no decoder
+    with pytest.raises(MissingCodecError, match="cannot be decoded") as caught:
+        read_segmentation(ds)
+    assert_good_message(caught.value)

@@ -143,6 +143,48 @@ def frame_fragments(ds: pydicom.Dataset, layout: FrameLayout) -> list[bytes]:
     return frames
 
 
+def check_first_frame(ds: pydicom.Dataset, layout: FrameLayout) -> None:
+    """Compare the first compressed frame's own header with Rows and Columns, before anything is allocated.
+
+    JPEG-LS and JPEG 2000 code streams state their size; a header that lies about the frame
+    size is rejected here instead of after allocating the volume it claims.
+    """
+    transfer_syntax_uid = str(ds.file_meta.TransferSyntaxUID)
+    if transfer_syntax_uid not in _JPEG_LS and transfer_syntax_uid not in _JPEG_2000:
+        return
+    try:
+        fragment = pydicom.encaps.get_frame(ds.PixelData, 0, number_of_frames=layout.number_of_frames)
+        if transfer_syntax_uid in _JPEG_LS:
+            header = _jpeg_ls_header(fragment)
+            size = (header["height"], header["width"])
+        else:
+            import openjpeg
+
+            parameters = openjpeg.get_parameters(bytes(fragment), j2k_format=0)
+            size = (int(parameters["rows"]), int(parameters["columns"]))
+    except Exception as error:  # noqa: BLE001 - codecs raise RuntimeError, ValueError, ...
+        raise CorruptPixelDataError(
+            f"The first frame's {syntax_name(transfer_syntax_uid)} data cannot be read ({str(error)[:100]}). "
+            "The file is damaged or truncated; export it again."
+        ) from error
+    if size != (layout.rows, layout.columns):
+        raise CorruptPixelDataError(
+            f"The first frame is {size[0]} x {size[1]} pixels but Rows x Columns say {layout.rows} x "
+            f"{layout.columns}. The header does not match the pixel data; export the file again."
+        )
+
+
+def _jpeg_ls_header(fragment: bytes) -> dict:
+    """Width and height of a JPEG-LS code stream (pyjpegls' extension module reads only the header)."""
+    try:
+        from _CharLS import read_header
+    except ImportError:  # another pyjpegls layout: decode the frame instead (slower, same check)
+        import jpeg_ls
+
+        return jpeg_ls.decode_buffer(bytes(fragment))[1]
+    return read_header(bytes(fragment))
+
+
 def _frame_decoder(
     ds: pydicom.Dataset, transfer_syntax_uid: str, layout: FrameLayout
 ) -> Callable[[int, bytes], np.ndarray]:

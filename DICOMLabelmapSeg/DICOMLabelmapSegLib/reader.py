@@ -425,6 +425,8 @@ def _shown(value: Any, limit: int = 40) -> str:
 
 def _brief(error: BaseException) -> str:
     """A short, user-presentable reason from a library exception."""
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
     text = str(error).strip().splitlines()[0] if str(error).strip() else ""
     text = text.replace("KeyError", "missing key").replace("struct.error", "bad binary value")
     if not text or "object at 0x" in text or "Traceback" in text:
@@ -1016,6 +1018,8 @@ def _check_frame_budget(header: _Header, max_voxels: int) -> None:
             )
     else:
         pixels.require_decoder(header.transfer_syntax_uid)
+        if header.segmentation_type == SegmentationType.LABELMAP:
+            pixels.check_first_frame(header.ds, layout)
 
 
 def _read_labelmap_layer(header: _Header, geometry: Geometry, slice_indices: np.ndarray, workers: int) -> Layer:
