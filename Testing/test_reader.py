@@ -498,6 +498,7 @@ def test_read_segmentations_groups_series_and_skips_other_files(data_dir: Path, 
     shutil.copy(data_dir / "dcmqi" / "liver.dcm", folder / "sub" / "b.dcm")
     shutil.copy(data_dir / "highdicom" / "ct_image.dcm", folder / "ct.dcm")  # not a SEG: skipped
     (folder / "notes.txt").write_text("not DICOM")
+    (folder / "broken.dcm").write_bytes(bytes(128) + b"DICM" + b"\x02\x00")  # unreadable: skipped with a warning
     segmentations = read_segmentations(folder)
     assert sorted(s.series_info.segmentation_type.value for s in segmentations) == ["BINARY", "LABELMAP"]
     with pytest.raises(UnsupportedSegmentationError, match="read_segmentations") as caught:
@@ -896,3 +897,51 @@ def test_syntax_without_any_decoder_is_a_missing_codec(data_dir: Path) -> None:
     with pytest.raises(MissingCodecError, match="cannot be decoded") as caught:
         read_segmentation(ds)
     assert_good_message(caught.value)
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, JPEGLSLossless, RLELossless])
+def test_labelmap_written_by_highdicom_directly(tmp_path: Path, syntax: str) -> None:
+    """highdicom's own LABELMAP output (frames in its order, 'Background' segment 0) reads back exactly."""
+    from DICOMLabelmapSegLib.source import read_source_series
+    from synthetic import make_affine, make_ct_series
+
+    affine = make_affine(oblique=True)
+    shape = (5, 12, 16)
+    source = read_source_series(make_ct_series(tmp_path / "ct", shape=shape, affine=affine))
+    rng = np.random.default_rng(5)
+    labels = np.zeros(shape, dtype=np.uint8)
+    labels[1:4, 2:9, 3:12] = 2
+    labels[2:5, 5:11, 1:6] = 5
+    labels[rng.random(shape) < 0.05] = 3
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=f"label {number}",
+            segmented_property_category=hd.sr.CodedConcept("85756007", "SCT", "Tissue"),
+            segmented_property_type=hd.sr.CodedConcept("10200004", "SCT", "Liver"),
+            algorithm_type="MANUAL",
+        )
+        for number in (2, 3, 5)
+    ]
+    seg = hd.seg.Segmentation(
+        source_images=source,
+        pixel_array=labels,
+        segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=5,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="test",
+        manufacturer_model_name="test",
+        software_versions="1",
+        device_serial_number="1",
+        transfer_syntax_uid=syntax,
+    )
+    segmentation = read_segmentation(save(seg, tmp_path / "hd.dcm"))
+    assert [s.label_value for s in segmentation.segments] == [2, 3, 5]  # no 'Background' segment
+    reference_affine = np.asarray(affine)
+    labels_read = aligned(segmentation.layers[0].labels, segmentation.geometry.affine, reference_affine)
+    np.testing.assert_array_equal(labels_read, labels)
+    assert segmentation.referenced_series.series_instance_uid == source[0].SeriesInstanceUID
+    assert len(segmentation.referenced_series.sop_instance_uids) == shape[0]

@@ -298,11 +298,16 @@ def _load(sources: Sources, headers_only: bool) -> list[_Instance]:
             for file in sorted(p for p in path.rglob("*") if p.is_file()):
                 if not _has_dicom_preamble(file):
                     continue
-                ds = _read_file(file, headers_only)
+                try:  # headers first: other files of the folder (e.g. the images) are not read further
+                    ds = _read_file(file, headers_only=True)
+                except InvalidDicomFileError as error:
+                    logger.warning("Skipped %s: %s", file, error)
+                    skipped.append("unreadable files")
+                    continue
                 if _sop_class(ds) not in _SEG_SOP_CLASSES:
                     skipped.append(_sop_class_name(ds))
                     continue
-                instances.append(_Instance(ds, str(file)))
+                instances.append(_Instance(ds if headers_only else _read_file(file, headers_only), str(file)))
         elif path.is_file():
             ds = _read_file(path, headers_only)
             _check_sop_class(ds, f"'{path.name}'")
