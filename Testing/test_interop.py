@@ -6,7 +6,7 @@
   every independent decoder available for the syntax gives the same labels (pydicom's
   plugins: pyjpegls/CharLS, pylibjpeg-libjpeg, pylibjpeg-openjpeg, pylibjpeg-rle, pydicom's
   own RLE, Pillow; and DCMTK), dcmqi's segimage2itkimage (uncompressed and RLE) gives
-  the same voxels and segment metadata, dcmjs parses the file and sees the segments,
+  the same voxels and segment metadata, highdicom's reader too, dcmjs parses the file and sees the segments,
   and project-side checks dciodvfy does not make (every pixel value described, background).
   A covering subset runs by default; the full matrix is marked slow.
 * Their outputs: every shared SEG that dcmqi reads is read by us to the same voxels, names,
@@ -317,6 +317,24 @@ def test_dcmjs_parses_our_files_and_sees_the_segments(written, case) -> None:  #
                 segment.terminology.type.value,
                 segment.terminology.type.scheme_designator,
             )
+
+
+@pytest.mark.parametrize("case", _params(MATRIX))
+def test_highdicom_reads_our_files_identically(written, case) -> None:  # noqa: ANN001
+    """highdicom's reader (what IDC and many Python pipelines use): same voxels in space, numbers, names, codes."""
+    hd = pytest.importorskip("highdicom")
+    segmentation, files = written(case)
+    for path, layer in zip(files, segmentation.layers):
+        seg = hd.seg.segread(str(path))
+        volume = seg.get_volume(combine_segments=True, relabel=False)
+        assert_same_labels_in_space(
+            layer.labels, segmentation.geometry.affine, np.asarray(volume.array), volume.affine, path.name
+        )
+        assert list(seg.segment_numbers) == [s.label_value for s in layer.segments]
+        for segment in layer.segments:
+            description = seg.get_segment_description(segment.label_value)
+            assert description.segment_label == segment.name
+            assert description.segmented_property_type.value == segment.terminology.type.value
 
 
 # ---------------------------------------------------------------- their outputs, read by us and by dcmqi
