@@ -945,3 +945,66 @@ def test_labelmap_written_by_highdicom_directly(tmp_path: Path, syntax: str) -> 
     np.testing.assert_array_equal(labels_read, labels)
     assert segmentation.referenced_series.series_instance_uid == source[0].SeriesInstanceUID
     assert len(segmentation.referenced_series.sop_instance_uids) == shape[0]
+
+
+@pytest.mark.parametrize("compress", ["none", "deflate"])
+def test_labelmap_written_by_dcmqi(data_dir: Path, tmp_path: Path, compress: str) -> None:
+    """dcmqi's itkimage2segimage LABELMAP output (sparse: no frames for empty slices) matches its input."""
+    import json
+    import subprocess
+
+    from validators import tool_path
+
+    exe = tool_path("itkimage2segimage")
+    if exe is None:
+        pytest.skip("dcmqi not installed: pip install dcmqi")
+    labels, header = nrrd.read(str(data_dir / "dcmqi" / "24x38x3" / "nrrd" / "label.nrrd"))
+    labels = labels.astype(np.int16)
+    assert labels[:, :, 1].any() and not labels[:, :, [0, 2]].any()
+    labels[:, :, 2] = np.where(labels[:, :, 1] == 1, 7, 0)  # move the liver to the last slice
+    labels[:, :, 1] = 0  # an empty slice between two frames: dcmqi writes no frame for it
+    labels[2:9, 3:12, 0] = 3
+    nrrd_path = tmp_path / "labels.nrrd"
+    nrrd.write(str(nrrd_path), labels, header)
+    colors = {3: [10, 200, 30], 7: [221, 130, 101]}
+    metadata = {
+        "ContentCreatorName": "Doe^Jane",
+        "ClinicalTrialSeriesID": "Session1",
+        "ClinicalTrialTimePointID": "1",
+        "ClinicalTrialCoordinatingCenterName": "dcmqi",
+        "SeriesDescription": "Segmentation",
+        "SeriesNumber": "300",
+        "InstanceNumber": "1",
+        "ContentLabel": "SEGMENTATION",
+        "segmentAttributes": [[
+            {
+                "labelID": label,
+                "SegmentLabel": f"label {label}",
+                "SegmentAlgorithmType": "MANUAL",
+                "recommendedDisplayRGBValue": colors[label],
+                "SegmentedPropertyCategoryCodeSequence": {
+                    "CodeValue": "85756007", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Tissue"
+                },
+                "SegmentedPropertyTypeCodeSequence": {
+                    "CodeValue": "10200004", "CodingSchemeDesignator": "SCT", "CodeMeaning": "Liver"
+                },
+            }
+            for label in (3, 7)
+        ]],
+    }
+    (tmp_path / "meta.json").write_text(json.dumps(metadata))
+    output = tmp_path / "seg.dcm"
+    subprocess.run(
+        [exe, "--segmentationType", "labelmap", "--useLabelIDAsSegmentNumber", "--compress", compress,
+         "--inputImageList", str(nrrd_path), "--inputDICOMDirectory", str(data_dir / "dcmqi" / "24x38x3" / "image"),
+         "--outputDICOM", str(output), "--inputMetadata", str(tmp_path / "meta.json")],
+        check=True, capture_output=True, timeout=120,
+    )
+    assert int(pydicom.dcmread(output, stop_before_pixels=True).NumberOfFrames) == 2  # sparse
+    segmentation = read_segmentation(output)
+    reference, reference_affine = nrrd_volume(nrrd_path)
+    layer = segmentation.layers[0]
+    np.testing.assert_array_equal(aligned(layer.labels, segmentation.geometry.affine, reference_affine), reference)
+    assert [(s.label_value, s.name) for s in layer.segments] == [(3, "label 3"), (7, "label 7")]
+    assert [s.color for s in layer.segments] == [tuple(colors[3]), tuple(colors[7])]
+    assert all(s.terminology.type.same_concept(LIVER) for s in layer.segments)
