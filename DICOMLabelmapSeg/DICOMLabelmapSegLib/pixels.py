@@ -296,7 +296,7 @@ def decode_labelmap_frames(
             except BaseException as error:  # noqa: BLE001
                 raise CorruptPixelDataError(
                     f"Frame {f + 1} of {layout.number_of_frames} cannot be decoded as "
-                    f"{syntax_name(transfer_syntax_uid)} ({error}). The file is damaged or truncated; "
+                    f"{syntax_name(transfer_syntax_uid)} ({str(error)[:120]}). The file is damaged or truncated; "
                     "export it again."
                 ) from error
             target = out[slices[f]]

@@ -865,6 +865,11 @@ def _series_grid(headers: list[_Header], max_voxels: int = MAX_VOXELS) -> tuple[
     if moves.size and moves[0] < 0:
         sign = -1.0
     k_float = sign * (distances - (ordered[0] if sign > 0 else ordered[-1])) / step
+    if not np.all(np.isfinite(k_float)) or k_float.max() >= max_voxels:
+        raise ImplausibleSizeError(
+            "The frame positions span an implausible distance (beyond the sanity limit of "
+            f"{max_voxels:,} slices); the header is damaged."
+        )
     k = np.rint(k_float)
     if np.any(np.abs(k_float - k) > 0.02):
         raise GeometryMismatchError(
