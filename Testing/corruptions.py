@@ -76,16 +76,26 @@ _RAW_EXCEPTION_PATTERNS = re.compile(
 
 
 def message_problems(message: str) -> list[str]:
-    """Why an error message is not one clear sentence for a user (empty list: it is fine)."""
+    """Why an error message is not one clear sentence for a user (empty list: it is fine).
+
+    A short technical cause in parentheses after the sentence (``... damaged header (unpack requires
+    a buffer of 4 bytes); export it again.``) is fine; a message that *is* a library exception is not.
+    """
     problems = []
     text = message.strip()
-    if len(text) < 15:
+    sentence = text
+    while True:  # drop parenthesized details, innermost first
+        shorter = re.sub(r"\([^()]*\)", "", sentence)
+        if shorter == sentence:
+            break
+        sentence = shorter
+    if len(sentence.strip()) < 15:
         problems.append(f"too short to say what is wrong: {text!r}")
     if len(text) > 600:
         problems.append(f"too long ({len(text)} characters)")
     if text.count("\n") > 2:
         problems.append(f"{text.count(chr(10)) + 1} lines")
-    raw = _RAW_EXCEPTION_PATTERNS.search(text)
+    raw = _RAW_EXCEPTION_PATTERNS.search(sentence)
     if raw:
         problems.append(f"looks like a raw library exception ({raw.group(0)!r})")
     return problems

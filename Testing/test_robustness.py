@@ -175,6 +175,23 @@ def test_wrong_sop_class_is_unsupported_not_invalid(outcomes: list[tuple[Corrupt
         assert "Segmentation" in outcome.message
 
 
+@pytest.mark.parametrize(
+    ("message", "clear"),
+    [
+        ("'a.dcm' is truncated or damaged and cannot be parsed as DICOM (unexpected end). Copy it again.", True),
+        ("'a.dcm' has a damaged header (unpack requires a buffer of 4 bytes); export the file again.", True),
+        ("'NoneType' object has no attribute 'SegmentSequence'", False),
+        ("list index out of range", False),
+        ("KeyError: (0062, 0002)", False),
+        ("Bad file.", False),
+        ("'a.dcm' has Segmentation Type '" + "S" * 2000 + "'.", False),
+        ("Traceback (most recent call last):\n  File ...\n  File ...\nValueError: x", False),
+    ],
+)
+def test_message_check_tells_clear_sentences_from_raw_exceptions(message: str, clear: bool) -> None:
+    assert (message_problems(message) == []) == clear
+
+
 def test_guard_detects_hangs_and_crashes(tmp_path: Path) -> None:
     """The guard itself works: a worker that sleeps is reported as a hang, one that dies as a crash."""
     probe = tmp_path / "probe.dcm"
