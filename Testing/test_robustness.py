@@ -403,7 +403,11 @@ def test_export_failing_to_write_second_file_leaves_no_file(
     def save_then_fail(self, filename, *args, **kwargs):  # noqa: ANN001, ANN202
         saved.append(str(filename))
         if len(saved) == 2:
-            Path(filename).write_bytes(b"\0" * 128 + b"DICM" + b"partial")
+            partial = b"\0" * 128 + b"DICM" + b"partial"
+            if hasattr(filename, "write"):  # the writer may save to an open stream or to a path
+                filename.write(partial)
+            else:
+                Path(filename).write_bytes(partial)
             raise OSError(28, "No space left on device")
         return original(self, filename, *args, **kwargs)
 
