@@ -1008,3 +1008,29 @@ def test_labelmap_written_by_dcmqi(data_dir: Path, tmp_path: Path, compress: str
     assert [(s.label_value, s.name) for s in layer.segments] == [(3, "label 3"), (7, "label 7")]
     assert [s.color for s in layer.segments] == [tuple(colors[3]), tuple(colors[7])]
     assert all(s.terminology.type.same_concept(LIVER) for s in layer.segments)
+
+
+@pytest.mark.parametrize("where", ["derivation", "referenced-image"])
+def test_referenced_images_without_referenced_series(data_dir: Path, tmp_path: Path, where: str) -> None:
+    ds = sparse(data_dir)
+    del ds.ReferencedSeriesSequence
+    expected = [
+        group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        for group in ds.PerFrameFunctionalGroupsSequence
+    ]
+    if where == "referenced-image":
+        for group in ds.PerFrameFunctionalGroupsSequence:
+            reference = Dataset()
+            reference.ReferencedSOPClassUID = pydicom.uid.CTImageStorage
+            reference.ReferencedSOPInstanceUID = group.DerivationImageSequence[0].SourceImageSequence[0][
+                "ReferencedSOPInstanceUID"
+            ].value
+            group.ReferencedImageSequence = [reference]
+            del group.DerivationImageSequence
+    path = save(ds, tmp_path / "seg.dcm")
+    assert framegroups.raw_frame_groups(pydicom.dcmread(path)) is not None  # the raw parser is exercised
+    referenced = read_segmentation(path).referenced_series
+    assert read_segmentation(ds).referenced_series == referenced  # and pydicom's path agrees
+    assert referenced.series_instance_uid == ""  # not known without the Referenced Series Sequence
+    assert list(referenced.sop_instance_uids) == expected
+    assert referenced.frame_of_reference_uid == ds.FrameOfReferenceUID

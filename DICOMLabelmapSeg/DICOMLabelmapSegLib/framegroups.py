@@ -41,6 +41,7 @@ _REFERENCED_SOP_INSTANCE_UID = 0x00081155
 _REFERENCED_SOP_CLASS_UID = 0x00081150
 _SERIES_INSTANCE_UID = 0x0020000E
 _REFERENCED_INSTANCE = 0x0008114A
+_REFERENCED_IMAGE = 0x00081140
 REFERENCED_SERIES = 0x00081115
 
 _TAG = struct.Struct("<HH")
@@ -66,7 +67,7 @@ class FrameGroup:
     spacing_between_slices: Any = None
     slice_thickness: Any = None
     referenced_segment_number: int | None = None
-    source_sop_instance_uids: tuple[str, ...] = ()
+    source_sop_instance_uids: tuple[str, ...] = ()  # Source Image (in Derivation Image) and Referenced Image
 
 
 def group_from_item(item: Dataset) -> FrameGroup:
@@ -97,6 +98,10 @@ def group_from_item(item: Dataset) -> FrameGroup:
             uid = source.get("ReferencedSOPInstanceUID")
             if uid:
                 uids.append(str(uid))
+    for reference in item.get("ReferencedImageSequence") or ():
+        uid = reference.get("ReferencedSOPInstanceUID")
+        if uid:
+            uids.append(str(uid))
     group.source_sop_instance_uids = tuple(uids)
     return group
 
@@ -269,7 +274,15 @@ def _frame_group(buffer: memoryview, start: int, end: int) -> FrameGroup:
                         for uid_tag, _, uid_start, uid_end in _elements(buffer, source_start, source_end):
                             if uid_tag == _REFERENCED_SOP_INSTANCE_UID:
                                 uids.append(_text(buffer, uid_start, uid_end))
-            group.source_sop_instance_uids = tuple(uids)
+            group.source_sop_instance_uids += tuple(uids)
+            continue
+        if tag == _REFERENCED_IMAGE:
+            uids = []
+            for _, item_start, item_end in _items(buffer, value_start, value_end):
+                for uid_tag, _, uid_start, uid_end in _elements(buffer, item_start, item_end):
+                    if uid_tag == _REFERENCED_SOP_INSTANCE_UID:
+                        uids.append(_text(buffer, uid_start, uid_end))
+            group.source_sop_instance_uids += tuple(uids)
             continue
         if tag not in (_PLANE_POSITION, _PLANE_ORIENTATION, _PIXEL_MEASURES, _SEGMENT_IDENTIFICATION):
             continue

@@ -610,7 +610,12 @@ def _series_info(headers: list[Header]) -> SeriesInfo:
 
 
 def _referenced_series(headers: list[Header]) -> ReferencedSeries | None:
-    """The source series: Referenced Series Sequence, completed from per-frame source image references."""
+    """The source series: Referenced Series Sequence, completed from per-frame source image references.
+
+    Without a Referenced Series Sequence, the source images named per frame (Source Image
+    Sequence, Referenced Image Sequence) or at the top level still give the SOP instances;
+    the series UID is then ''. None if the file references no image at all.
+    """
     ds = headers[0].ds
     series_uid = None
     referenced_class = None
@@ -632,8 +637,6 @@ def _referenced_series(headers: list[Header]) -> ReferencedSeries | None:
             series_uid = uid
             instance_uids = [instance for _, instance in instances if instance]
             referenced_class = next((sop for sop, _ in instances if sop), None)
-    if series_uid is None:
-        return None
     if not instance_uids:
         seen: set[str] = set()
         for header in headers:
@@ -647,9 +650,11 @@ def _referenced_series(headers: list[Header]) -> ReferencedSeries | None:
                 seen.add(uid)
                 instance_uids.append(uid)
                 referenced_class = referenced_class or (str(item.get("ReferencedSOPClassUID") or "") or None)
+    if series_uid is None and not instance_uids:
+        return None
     return ReferencedSeries(
         study_instance_uid=str(ds.get("StudyInstanceUID", "") or ""),
-        series_instance_uid=series_uid,
+        series_instance_uid=series_uid or "",  # '' if only the source images are named
         sop_class_uid=referenced_class,
         sop_instance_uids=tuple(instance_uids),
         frame_of_reference_uid=headers[0].frame_of_reference_uid,
