@@ -510,6 +510,13 @@ def test_read_segmentations_groups_series_and_skips_other_files(data_dir: Path, 
     assert read_segmentation(ds).geometry.shape == (3, 38, 24)
     assert read_segmentation([ds, ds]).geometry.shape == (3, 38, 24)  # the same instance twice counts once
     assert read_segmentation([folder / "a.dcm"]).geometry.shape == (3, 38, 24)
+    # read_segmentations skips other files even when they are named directly (a mixed file list).
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    assert len(read_segmentations(files)) == 2
+    with pytest.raises(UnsupportedSegmentationError, match="CT Image Storage"):
+        read_segmentation([folder / "a.dcm", folder / "ct.dcm"])
+    with pytest.raises(InvalidDicomFileError, match="found only: CT Image Storage"):
+        read_segmentations([folder / "ct.dcm"])
 
 
 def palette_dataset(data_dir: Path, bits: int) -> Dataset:

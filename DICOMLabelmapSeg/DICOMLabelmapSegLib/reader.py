@@ -219,9 +219,11 @@ def read_segmentations(
 ) -> list[Segmentation]:
     """Read every DICOM SEG series found in ``sources`` (grouped by Series Instance UID).
 
-    Series are returned in the order they are first met. Parameters as :func:`read_segmentation`.
+    Series are returned in the order they are first met. Unlike :func:`read_segmentation`,
+    files that are not DICOM SEG are skipped even when named directly (a mixed list of files,
+    e.g. a whole study, can be given). Parameters as :func:`read_segmentation`.
     """
-    series = _group_series(_load(sources, headers_only=False))
+    series = _group_series(_load(sources, headers_only=False, lenient=True))
     return [
         _guarded(_read_series, instances, fractional_threshold, max_voxels, workers) for instances in series.values()
     ]
@@ -280,8 +282,13 @@ def _guarded(function: Callable[..., T], instances: list[Instance], *args: Any) 
 # ---------------------------------------------------------------------------- loading files
 
 
-def _load(sources: Sources, headers_only: bool) -> list[Instance]:
-    """Read every SEG instance of ``sources`` (folders recursively, skipping non-SEG files there)."""
+def _load(sources: Sources, headers_only: bool, lenient: bool = False) -> list[Instance]:
+    """Read every SEG instance of ``sources``.
+
+    Files inside folders (searched recursively) that are not DICOM SEG are skipped; so are
+    files named directly when ``lenient`` (for batch reading of mixed file lists), else
+    they raise. The other files' pixel data is never read.
+    """
     if isinstance(sources, (str, os.PathLike, Dataset)):
         sources = [sources]
     instances: list[Instance] = []
@@ -295,30 +302,42 @@ def _load(sources: Sources, headers_only: bool) -> list[Instance]:
         path = Path(source)
         if path.is_dir():
             searched_folder = True
-            for file in sorted(p for p in path.rglob("*") if p.is_file()):
-                if not _has_dicom_preamble(file):
-                    continue
-                try:  # headers first: other files of the folder (e.g. the images) are not read further
-                    ds = _read_file(file, headers_only=True)
-                except InvalidDicomFileError as error:
-                    logger.warning("Skipped %s: %s", file, error)
-                    skipped.append("unreadable files")
-                    continue
-                if sop_class(ds) not in SEG_SOP_CLASSES:
-                    skipped.append(sop_class_name(ds))
-                    continue
-                instances.append(Instance(ds if headers_only else _read_file(file, headers_only), str(file)))
-        elif path.is_file():
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+        elif path.is_file() and not lenient:
             ds = _read_file(path, headers_only)
             _check_sop_class(ds, f"'{path.name}'")
             instances.append(Instance(ds, str(path)))
+            continue
+        elif path.is_file():
+            files = [path]
         else:
             raise InvalidDicomFileError(f"'{path}' does not exist; give a DICOM SEG file or a folder holding one.")
+        for file in files:
+            instance = _read_if_segmentation(file, headers_only, skipped)
+            if instance is not None:
+                instances.append(instance)
     if not instances:
         where = "the given folder(s)" if searched_folder else "the input"
         other = f" (found only: {', '.join(sorted(set(skipped)))})" if skipped else ""
         raise InvalidDicomFileError(f"No DICOM Segmentation files were found in {where}{other}.")
     return instances
+
+
+def _read_if_segmentation(file: Path, headers_only: bool, skipped: list[str]) -> Instance | None:
+    """The instance of ``file`` if it is a DICOM SEG, else None (noting what was skipped)."""
+    if not _has_dicom_preamble(file):
+        skipped.append("non-DICOM files")
+        return None
+    try:  # headers first: the pixel data of other files (e.g. the images) is never read
+        ds = _read_file(file, headers_only=True)
+    except InvalidDicomFileError as error:
+        logger.warning("Skipped %s: %s", file, error)
+        skipped.append("unreadable files")
+        return None
+    if sop_class(ds) not in SEG_SOP_CLASSES:
+        skipped.append(sop_class_name(ds))
+        return None
+    return Instance(ds if headers_only else _read_file(file, headers_only), str(file))
 
 
 _LAZY_SEQUENCES = (framegroups.PER_FRAME_FUNCTIONAL_GROUPS, framegroups.REFERENCED_SERIES)
