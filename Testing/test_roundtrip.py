@@ -7,7 +7,7 @@ and tracking fields, every transfer syntax and palette color on or off. Besides
 independent decoder: pydicom's own ``pixel_array`` (pylibjpeg plugins), with its frames
 ordered by their positions.
 
-Default: a modest number of examples. ``HYPOTHESIS_PROFILE=long`` runs many more.
+Default: 25 examples. ``HYPOTHESIS_PROFILE=long`` runs 400.
 """
 
 from __future__ import annotations
@@ -37,13 +37,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synthetic import make_affine, make_ct_series, make_segmentation
 
-settings.register_profile(
-    "default", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-settings.register_profile(
-    "long", max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+#: Examples per property test: modest by default, many with HYPOTHESIS_PROFILE=long. Set on the
+#: test itself (not as a global hypothesis profile) so other test modules are not affected.
+EXAMPLES = {"long": 400}.get(os.environ.get("HYPOTHESIS_PROFILE", ""), 25)
 
 pytestmark = pytest.mark.filterwarnings("ignore:The number of bytes of compressed pixel data matches")
 
@@ -230,6 +226,7 @@ def segmentations(draw: st.DrawFn, frame_of_reference_uid: str) -> Segmentation:
     return Segmentation(geometry, layers)
 
 
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_round_trip_property(source: list, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
     segmentation = data.draw(segmentations(frame_of_reference(source)))
