@@ -1041,3 +1041,21 @@ def test_referenced_images_without_referenced_series(data_dir: Path, tmp_path: P
     assert referenced.series_instance_uid == ""  # not known without the Referenced Series Sequence
     assert list(referenced.sop_instance_uids) == expected
     assert referenced.frame_of_reference_uid == ds.FrameOfReferenceUID
+
+
+def test_per_frame_orientation_and_spacing(data_dir: Path) -> None:
+    """Plane orientation and pixel measures given per frame (not shared), formatted differently, are one geometry."""
+    ds = sparse(data_dir)
+    shared = ds.SharedFunctionalGroupsSequence[0]
+    orientation, measures = shared.PlaneOrientationSequence, shared.PixelMeasuresSequence
+    del shared.PlaneOrientationSequence, shared.PixelMeasuresSequence
+    for index, group in enumerate(ds.PerFrameFunctionalGroupsSequence):
+        group.PlaneOrientationSequence = copy.deepcopy(orientation)
+        group.PixelMeasuresSequence = copy.deepcopy(measures)
+        if index:
+            group.PlaneOrientationSequence[0].ImageOrientationPatient = ["1.0", "0.0", "0.0", "0.0", "1.0", "0.000001"]
+    expected = read_segmentation(sparse(data_dir))
+    assert differences(expected, read_segmentation(ds)) == []
+    ds.PerFrameFunctionalGroupsSequence[1].PlaneOrientationSequence[0].ImageOrientationPatient = [0, 1, 0, 1, 0, 0]
+    with pytest.raises(GeometryMismatchError, match="different orientations"):
+        read_segmentation(ds)

@@ -378,14 +378,17 @@ def _frame_functional_groups(
             f"{where}: {frames - with_position} of {frames} frames have no Image Position (Patient); "
             "frames cannot be placed. The file is invalid."
         )
-    orientations = {tuple(_floats(v, 6, "Image Orientation (Patient)", where)) for v in orientation_values}
-    spacings = {tuple(_floats(v, 2, "Pixel Spacing", where)) for v in spacing_values}
-    if len(orientations) > 1 or len(spacings) > 1:
+    orientations = [_floats(v, 6, "Image Orientation (Patient)", where) for v in sorted(orientation_values)]
+    spacings = [_floats(v, 2, "Pixel Spacing", where) for v in sorted(spacing_values)]
+    # Per-frame values may be formatted differently; they must agree within DICOM decimal string precision.
+    if any(not np.allclose(o, orientations[0], atol=1e-4) for o in orientations) or any(
+        not np.allclose(p, spacings[0], rtol=1e-4, atol=1e-6) for p in spacings
+    ):
         raise GeometryMismatchError(
             f"{where}: the frames have different orientations or pixel spacings; they do not form one volume."
         )
-    orientation = np.array(orientations.pop()) if orientations else None
-    spacing = np.array(spacings.pop()) if spacings else None
+    orientation = orientations[0] if orientations else None
+    spacing = spacings[0] if spacings else None
     if spacing is not None and np.any(spacing <= 0):
         raise InvalidDicomFileError(f"{where} has Pixel Spacing {spacing.tolist()}; spacings must be positive.")
     if with_position and (orientation is None or spacing is None):
