@@ -1059,3 +1059,17 @@ def test_per_frame_orientation_and_spacing(data_dir: Path) -> None:
     ds.PerFrameFunctionalGroupsSequence[1].PlaneOrientationSequence[0].ImageOrientationPatient = [0, 1, 0, 1, 0, 0]
     with pytest.raises(GeometryMismatchError, match="different orientations"):
         read_segmentation(ds)
+
+
+def test_highdicom_segment_description_fields(data_dir: Path) -> None:
+    path = data_dir / "highdicom" / "seg_image_ct_binary.dcm"
+    (segment,) = read_segmentation(path).segments
+    item = pydicom.dcmread(path, stop_before_pixels=True).SegmentSequence[0]
+    assert segment.name == "first segment"
+    assert segment.terminology.category.same_concept(TISSUE)
+    assert segment.terminology.type.same_concept(Code("272673000", "SCT", "Bone"))
+    assert segment.algorithm_type == SegmentAlgorithmType.AUTOMATIC
+    assert (segment.algorithm_name, segment.algorithm_version) == ("test", "v1.0")
+    assert segment.algorithm_family.same_concept(Code("123110", "DCM", "Artificial Intelligence"))
+    assert (segment.tracking_id, segment.tracking_uid) == (item.TrackingID, item.TrackingUID)
+    assert segment.color == (128, 174, 128)  # no display color in the file: the model's default
