@@ -73,6 +73,9 @@ class Format:
     def check(self, truth: Segmentation, result: Any) -> Check:
         raise NotImplementedError
 
+    def teardown(self) -> None:
+        """Undo what setup changed in this process (only matters when measuring in-process)."""
+
 
 # ---------------------------------------------------------------------------------------------
 # Checks shared by several formats
@@ -159,12 +162,24 @@ class NotApplicable(Exception):  # noqa: N818 - a reason, not an error
     """This format cannot store this case (reported as n/a)."""
 
 
+#: Largest peak RSS (kB) of a tool run by run_tool since the worker last reset it.
+CHILD_PEAK_KB = [0]
+
+
 def run_tool(args: list[str]) -> None:
-    """Run a command-line tool; raise with its output if it fails."""
-    result = subprocess.run(args, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{Path(args[0]).name} failed ({result.returncode}): {result.stderr[-2000:]}"
-                           f"{result.stdout[-1000:]}")
+    """Run a command-line tool; record its peak RSS (wait4); raise with its output if it fails."""
+    import os
+
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(args, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        CHILD_PEAK_KB[0] = max(CHILD_PEAK_KB[0], usage.ru_maxrss)
+        if process.returncode != 0:
+            out.seek(0)
+            err.seek(0)
+            raise RuntimeError(f"{Path(args[0]).name} failed ({process.returncode}): "
+                               f"{err.read().decode(errors='replace')[-2000:]}{out.read().decode(errors='replace')[-1000:]}")
 
 
 def total_size(files: list[Path]) -> int:
@@ -288,6 +303,38 @@ class OursNode(Format):
         from DICOMLabelmapSegLib import mrml
 
         return check_model(truth, mrml.segmentation_from_node(result))
+
+
+class OursNodeProposal(OursNode):
+    """OursNode with prototype_fast_export.py's proposal applied at run time (P1 chunked label scans,
+    P2 plane positions from the source series when the grid is the series grid, P3 two encoding threads,
+    P4 consecutive segment numbers for highdicom, P6 no source header copies)."""
+
+    family = "prototype"
+
+    def __init__(self) -> None:
+        super().__init__("jpeg-ls")
+        self.name = "proposal-node-jpeg-ls"
+        self.label = "proposal (P1-P4, P6): node -> jpeg-ls"
+
+    def available(self) -> str | None:
+        return super().available() or _missing("prototype_fast_export")
+
+    def setup_export(self, case: PreparedCase, truth: Segmentation) -> Any:
+        import prototype_fast_export as proto
+        from DICOMLabelmapSegLib.writer import ExportOptions
+
+        node, sources, _ = super().setup_export(case, truth)
+        proto.use_source_positions(sources)
+        self.patches = proto.Patches()
+        self.patches.apply(True, True, True, True)
+        self.pool = ThreadPoolExecutor(2)  # highdicom's own workers=2 would fork processes
+        return node, sources, ExportOptions(workers=self.pool)
+
+    def teardown(self) -> None:
+        if getattr(self, "patches", None) is not None:
+            self.patches.restore()
+            self.pool.shutdown()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -761,7 +808,7 @@ SYNTAXES = ("jpeg-ls", "rle", "jpeg2000", "deflated", "explicit")
 
 def all_formats() -> dict[str, Format]:
     """Every format, by name, in the order of the report."""
-    formats: list[Format] = [OursNode(s) for s in SYNTAXES]
+    formats: list[Format] = [OursNode(s) for s in SYNTAXES] + [OursNodeProposal()]
     formats += [OursNumpy("jpeg-ls"), OursNumpy("deflated")]
     formats += [Highdicom("LABELMAP"), Highdicom("BINARY"), DcmqiBinarySlicer(), DcmqiLabelmap(False),
                 DcmqiLabelmap(True), SlicerSegNrrd(), Nifti(), CharlsFloor(1), CharlsFloor(2)]

@@ -10,7 +10,7 @@ initialisation are not measured; ``"warm": false`` turns it off), then building 
 the user has or booting the scene. Then the peak-RSS high-water mark is reset
 (``/proc/self/clear_refs``), the baseline RSS is read, and only the operation is timed. Peak
 memory is the process high-water mark above that baseline; for external tools (dcmqi) the
-largest child's peak RSS is reported too. The import result is then
+largest peak RSS of a tool run during the operation is reported too (os.wait4). The import result is then
 compared with the truth (untimed). The last stdout line is ``BENCH_RESULT {json}``.
 """
 
@@ -90,6 +90,7 @@ def measure(spec: dict) -> dict:
     if spec.get("gc", True):
         gc.collect()
     reset = _reset_peak()
+    peers.CHILD_PEAK_KB[0] = 0
     baseline = _status_kb("VmRSS")
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -99,10 +100,13 @@ def measure(spec: dict) -> dict:
 
         profiler = cProfile.Profile()
         profiler.enable()
-    if spec["op"] == "export":
-        output = fmt.export(state, out_dir)
-    else:
-        output = fmt.import_(state, files)
+    try:
+        if spec["op"] == "export":
+            output = fmt.export(state, out_dir)
+        else:
+            output = fmt.import_(state, files)
+    finally:
+        fmt.teardown()
     if spec.get("profile"):
         profiler.disable()
         profiler.dump_stats(spec["profile"])
@@ -110,6 +114,7 @@ def measure(spec: dict) -> dict:
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     peak = _status_kb("VmHWM")
+    child_peak_kb = peers.CHILD_PEAK_KB[0]
     result.update(
         status="ok",
         seconds=seconds,
@@ -117,7 +122,7 @@ def measure(spec: dict) -> dict:
                      + children1.ru_utime + children1.ru_stime - children0.ru_utime - children0.ru_stime),
         baseline_mb=baseline / 1024,
         peak_above_baseline_mb=(peak - baseline) / 1024 if reset else None,
-        child_peak_mb=children1.ru_maxrss / 1024 if children1.ru_maxrss else 0.0,
+        child_peak_mb=child_peak_kb / 1024,
     )
     if spec["op"] == "export":
         files = [str(p) for p in output]
