@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import highdicom as hd
 import numpy as np
 import pydicom
@@ -14,8 +16,9 @@ from DICOMLabelmapSegLib.color import (
 )
 
 
+@pytest.mark.slow
 def test_every_8bit_rgb_color_round_trips_exactly():
-    """All 2^24 colors, in 16 chunks of 2^20 (vectorized: a few seconds)."""
+    """All 2^24 colors, in 16 chunks of 2^20 (vectorized, but 20-30 s on a busy machine)."""
     values = np.arange(256, dtype=np.uint8)
     mismatches = 0
     for red_start in range(0, 256, 16):
@@ -27,6 +30,19 @@ def test_every_8bit_rgb_color_round_trips_exactly():
         back = dicom_lab_to_rgb_array(lab)
         mismatches += int(np.count_nonzero(np.any(back != rgb, axis=-1)))
     assert mismatches == 0
+
+
+def test_sampled_8bit_rgb_colors_round_trip_exactly():
+    """The fast variant of the test above: 200k random colors, every gray, every primary/secondary ramp."""
+    rng = np.random.default_rng(2024)
+    ramp = np.arange(256, dtype=np.uint8)
+    zeros = np.zeros(256, dtype=np.uint8)
+    edges = [np.stack([ramp if on else zeros for on in channels], axis=-1)
+             for channels in itertools.product([False, True], repeat=3) if any(channels)]  # grays, R, G, B, C, M, Y
+    rgb = np.concatenate([rng.integers(0, 256, size=(200_000, 3), dtype=np.uint8), *edges])
+    back = dicom_lab_to_rgb_array(rgb_to_dicom_lab_array(rgb))
+    mismatched = rgb[np.any(back != rgb, axis=-1)]
+    assert mismatched.size == 0, mismatched[:5].tolist()
 
 
 def test_known_values():
