@@ -240,7 +240,6 @@ def test_round_trip_property(source: list, tmp_path_factory: pytest.TempPathFact
 # Found by the property test above and kept out of its strategies; xfail (not strict) until fixed.
 
 
-@pytest.mark.xfail(reason="writer: highdicom's Background segment copies AUTOMATIC without identification")
 def test_writer_automatic_segment_without_family(source: list, tmp_path: Path) -> None:
     geometry = Geometry(SOURCE_SHAPE, SOURCE_AFFINE, frame_of_reference(source))
     segmentation = make_segmentation(geometry, layers=[[1]])

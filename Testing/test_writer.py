@@ -496,3 +496,66 @@ def test_round_trip_through_reader(tmp_path, small_series, palette):
 
 def test_make_segment_is_deterministic():
     assert make_segment(5) == make_segment(5)
+
+
+# --- algorithm identification -------------------------------------------------------------------
+
+
+def test_automatic_and_semiautomatic_segments_without_algorithm_family(tmp_path, small_series):
+    """No family: no identification sequence (Type 3); type and name survive; Background is MANUAL."""
+    from DICOMLabelmapSegLib.model import Code, SegmentAlgorithmType, differences
+    from DICOMLabelmapSegLib.reader import read_segmentation
+
+    paths, geometry = small_series
+    segmentation = make_segmentation(geometry, layers=[[1, 2, 3, 4], [5]])
+    automatic, semi, manual = (SegmentAlgorithmType.AUTOMATIC, SegmentAlgorithmType.SEMIAUTOMATIC,
+                               SegmentAlgorithmType.MANUAL)
+    family = Code("113037", "DCM", "Artificial Intelligence")
+    segmentation.layers[0].segments = [
+        Segment(1, "auto", algorithm_type=automatic, algorithm_name="net"),
+        Segment(2, "semi", algorithm_type=semi, algorithm_name="SlicerEditor"),
+        Segment(3, "manual", algorithm_type=manual),
+        Segment(4, "family", algorithm_type=automatic, algorithm_name="nn", algorithm_version="2",
+                algorithm_family=family),
+    ]
+    segmentation.layers[1].segments = [Segment(5, "first has a family", algorithm_type=semi, algorithm_name="x",
+                                               algorithm_version="1", algorithm_family=family)]
+    files = write_labelmap_seg(segmentation, paths, tmp_path)
+    assert differences(segmentation, read_segmentation(files)) == []
+    for path in files:
+        assert dciodvfy_errors(path) == []
+    items = {int(i.SegmentNumber): i for i in pydicom.dcmread(files[0], stop_before_pixels=True).SegmentSequence}
+    assert (items[0].SegmentAlgorithmType, "SegmentAlgorithmName" in items[0]) == ("MANUAL", False)
+    assert (items[1].SegmentAlgorithmType, items[1].SegmentAlgorithmName) == ("AUTOMATIC", "net")
+    assert "SegmentationAlgorithmIdentificationSequence" not in items[1]
+    assert (items[2].SegmentAlgorithmType, items[2].SegmentAlgorithmName) == ("SEMIAUTOMATIC", "SlicerEditor")
+    assert items[3].SegmentAlgorithmType == "MANUAL" and "SegmentAlgorithmName" not in items[3]
+    identification = items[4].SegmentationAlgorithmIdentificationSequence[0]
+    assert (identification.AlgorithmName, identification.AlgorithmVersion) == ("nn", "2")
+    background = pydicom.dcmread(files[1], stop_before_pixels=True).SegmentSequence[0]
+    assert background.SegmentAlgorithmType == "MANUAL" and "SegmentAlgorithmName" not in background
+
+
+def test_automatic_segment_without_name_gets_the_required_name(tmp_path, small_series):
+    """Segment Algorithm Name is Type 1C (required for AUTOMATIC/SEMIAUTOMATIC): written as 'unknown'."""
+    from DICOMLabelmapSegLib.model import SegmentAlgorithmType
+
+    paths, geometry = small_series
+    segmentation = make_segmentation(geometry, layers=[[1]])
+    segmentation.layers[0].segments = [Segment(1, "auto", algorithm_type=SegmentAlgorithmType.AUTOMATIC)]
+    [path] = write_labelmap_seg(segmentation, paths, tmp_path)
+    assert dciodvfy_errors(path) == []
+    item = pydicom.dcmread(path, stop_before_pixels=True).SegmentSequence[1]
+    assert (item.SegmentAlgorithmType, item.SegmentAlgorithmName) == ("AUTOMATIC", "unknown")
+
+
+def test_dcmqi_labelmap_re_exports_losslessly(tmp_path, data_dir):
+    """dcmqi's LABELMAP (a SEMIAUTOMATIC segment with only an algorithm name) read and written again."""
+    from DICOMLabelmapSegLib.model import differences
+    from DICOMLabelmapSegLib.reader import read_segmentation
+
+    segmentation = read_segmentation(data_dir / "dcmqi" / "sparse-labelmap-ppv5.dcm")
+    assert segmentation.segments[0].algorithm_family is None and segmentation.segments[0].algorithm_name
+    [path] = write_labelmap_seg(segmentation, data_dir / "dcmqi" / "24x38x3" / "image", tmp_path)
+    assert dciodvfy_errors(path) == []
+    assert differences(segmentation, read_segmentation(path)) == []

@@ -139,7 +139,11 @@ def terminology_from_description(item: Dataset) -> Terminology:
 def algorithm_identification(segment: Segment) -> hd.AlgorithmIdentificationSequence | None:
     """Segmentation Algorithm Identification Sequence of a segment, if it has an algorithm family.
 
-    The sequence requires name, family and version; a missing name or version is written as ``'unknown'``.
+    The sequence is Type 3 (omitted without a family: nothing is invented); inside it the
+    Algorithm Identification Macro requires name, family and version (Type 1), so a missing
+    name or version is written as ``'unknown'``. Segment Algorithm Name (Type 1C) is likewise
+    ``'unknown'`` for an AUTOMATIC/SEMIAUTOMATIC segment without a name (see :func:`segment_description`).
+    These are the only values the writer fills in.
     """
     if segment.algorithm_family is None:
         return None

@@ -464,10 +464,15 @@ def _highdicom_segmentation(
 ) -> hd.seg.Segmentation:
     plane_positions, plane_orientation, pixel_measures = spatial
     descriptions = [segment_description(s, include_color=not options.palette_color) for s in layer.segments]
+    algorithm_types = [str(item.SegmentAlgorithmType) for item in descriptions]
+    # highdicom builds its Background item from the first description, with that segment's algorithm
+    # type: a non-MANUAL type without an identification sequence (Type 3 in the standard) would make
+    # it raise. The Background gets MANUAL; the first segment its own type back afterwards.
+    descriptions[0].SegmentAlgorithmType = "MANUAL"
     extra = {}
     if not _is_ascii(layer, options):
         extra["specific_character_set"] = "ISO_IR 192"  # UTF-8: any name survives, whatever the source used
-    return hd.seg.Segmentation(
+    ds = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=layer.labels,
         segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP,
@@ -496,6 +501,23 @@ def _highdicom_segmentation(
         workers=options.workers,
         **extra,
     )
+    _finish_segment_sequence(ds, algorithm_types)
+    return ds
+
+
+def _finish_segment_sequence(ds: Dataset, algorithm_types: Sequence[str]) -> None:
+    """Give the segments their own Segment Algorithm Type; make the Background (segment 0) MANUAL.
+
+    The Background is not the output of any algorithm (dcmqi also writes it MANUAL), so it
+    carries no Segment Algorithm Name either.
+    """
+    items = list(ds.SegmentSequence)
+    background = items[0]
+    background.SegmentAlgorithmType = "MANUAL"
+    if "SegmentAlgorithmName" in background:
+        del background.SegmentAlgorithmName
+    for item, algorithm_type in zip(items[1:], algorithm_types):
+        item.SegmentAlgorithmType = algorithm_type
 
 
 def _is_ascii(layer: Layer, options: ExportOptions) -> bool:
