@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--syntax", default="jpeg-ls")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--proposal", action="store_true",
-                        help="apply prototype_fast_export.py's proposal (P1-P4, P6)")
+                        help="apply prototype_fast_export.py's proposal (P1, P2, P4, P6)")
     args = parser.parse_args(argv)
 
     import peers
@@ -126,10 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     env = slicerenv.boot()
     node = mrml.node_from_segmentation(case.load_truth(), env.scene, name=args.case)
     sources = [str(f) for f in case.source_files]
-    from concurrent.futures import ThreadPoolExecutor
-
-    options = writer.ExportOptions(transfer_syntax=writer.TransferSyntax.parse(args.syntax),
-                                   workers=ThreadPoolExecutor(2) if args.proposal else 0)
+    options = writer.ExportOptions(transfer_syntax=writer.TransferSyntax.parse(args.syntax))
     if args.proposal:
         import prototype_fast_export as proto
 

@@ -26,9 +26,9 @@ P5  one label scan instead of two (behaviour change, shown separately): ``mrml``
     for values of no segment to drop them, then ``writer.prepare_layers`` scans again to refuse
     undescribed values. When all segments are exported, the writer's scan alone suffices (it would
     raise UndescribedLabelError instead of silently dropping stray voxels).
-P3  both cores for encoding: ``ExportOptions(workers=ThreadPoolExecutor(2))``: highdicom encodes the
-    frames in that pool (CharLS releases the GIL); an int there makes highdicom fork a process pool,
-    which copies the whole process.
+P3  both cores for encoding (measured, NOT proposed): pyjpegls holds the GIL while encoding, so
+    ``ExportOptions(workers=ThreadPoolExecutor(2))`` is no faster; ``workers=2`` makes highdicom fork
+    a process pool and pickle the frames to it, which costs more than it saves at 334 frames.
 
     .venv/bin/python bench/prototype_fast_export.py --case tsfull --reps 5
 
@@ -235,22 +235,23 @@ def main(argv: list[str] | None = None) -> int:
     use_source_positions(sources)
     highdicom = peers.Highdicom("LABELMAP")
     patches = Patches()
-    variants = {
+    variants = {  # name: (P1, P2, encoding workers, P4, P6, P5); workers "threads" = ThreadPoolExecutor(2)
         "current (library as is)": (False, False, 0),
         "P1 chunked label scans": (True, False, 0),
         "P1+P2 + source-grid planes": (True, True, 0),
-        "P1+P2+P3 + 2 encoding threads": (True, True, 2),
-        "P1-P4 + consecutive numbers for highdicom": (True, True, 2, True),
-        "P1-P4, P6 + no header copies": (True, True, 2, True, True),
-        "P1-P6 + one label scan (behaviour change)": (True, True, 2, True, True, True),
+        "P1+P2+P4 + consecutive numbers for highdicom": (True, True, 0, True),
+        "P1+P2+P4+P6 + no header copies": (True, True, 0, True, True),
+        "P1+P2+P4+P6, 2 encoding threads": (True, True, "threads", True, True),
+        "P1+P2+P4+P6, 2 encoding processes": (True, True, 2, True, True),
+        "P1-P6 + one label scan (behaviour change)": (True, True, 0, True, True, True),
     }
     times: dict[str, list[float]] = {name: [] for name in [*variants, "highdicom directly (peer)"]}
     signatures: dict[str, Any] = {}
     for rep in range(args.reps):
         for name, (p1, p2, workers, *more) in variants.items():
             patches.apply(p1, p2, *more)
-            pool = ThreadPoolExecutor(workers) if workers else None
-            options = writer.ExportOptions(workers=pool or 0)
+            pool = ThreadPoolExecutor(2) if workers == "threads" else None
+            options = writer.ExportOptions(workers=pool or workers)
             with tempfile.TemporaryDirectory() as tmp:
                 start = time.perf_counter()
                 files = slicerlogic.exportSegmentation(node, None, sources, tmp, options)

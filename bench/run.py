@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--formats", help="comma-separated format names or globs (default: all); "
                         f"formats: {', '.join(peers.all_formats())}")
     parser.add_argument("--reps", type=int, help="rounds (default 3; --quick: 1)")
+    parser.add_argument("--other-reps", type=int,
+                        help="rounds for the cases other than tsfull (default: --reps); e.g. 1 to save time")
     parser.add_argument("--skip-slow-peers", action="store_true",
                         help="skip Slicer's built-in dcmqi BINARY path (the tsfull export takes ~90 s and ~11 GB)")
     parser.add_argument("--cold", action="store_true", help="no warm-up: include lazy imports/initialisation")
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"Unknown case(s) {unknown}; cases: {', '.join(cases.CASES)}")
     formats = select_formats(args.formats)
     reps = args.reps or (1 if args.quick else 3)
-    partial = bool(args.quick or args.cases or args.formats or args.reps)
+    partial = bool(args.quick or args.cases or args.formats or (args.reps is not None and args.reps < 3))
     results_dir = args.results.resolve()
     cache = results_dir / "cache"
     scratch = results_dir / "scratch"
@@ -125,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         order = formats[rep % len(formats):] + formats[:rep % len(formats)]
         for name in case_names:
             case = prepared[name]
+            if name != "tsfull" and args.other_reps is not None and rep >= args.other_reps:
+                continue
             for fmt in order:
                 if fmt.slow and (args.skip_slow_peers or rep > 0 or not case.slow_peers):
                     continue

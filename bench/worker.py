@@ -64,6 +64,37 @@ def warm_up(fmt, cache: Path, scratch: Path) -> None:  # noqa: ANN001
         shutil.rmtree(folder, ignore_errors=True)
 
 
+class ThreadSampler:
+    """Samples the process's thread count (/proc/self/status) while an operation runs."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        import threading
+
+        self.interval = interval
+        self.baseline = _status_kb("Threads")
+        self.peak = self.baseline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _status_kb("Threads"))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> ThreadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def extra(self) -> int:
+        """Threads the operation started (the sampler itself not counted)."""
+        return max(self.peak - self.baseline - 1, 0)
+
+
 def measure(spec: dict) -> dict:
     import cases
     import peers
@@ -100,11 +131,13 @@ def measure(spec: dict) -> dict:
 
         profiler = cProfile.Profile()
         profiler.enable()
+    sampler = ThreadSampler()
     try:
-        if spec["op"] == "export":
-            output = fmt.export(state, out_dir)
-        else:
-            output = fmt.import_(state, files)
+        with sampler:
+            if spec["op"] == "export":
+                output = fmt.export(state, out_dir)
+            else:
+                output = fmt.import_(state, files)
     finally:
         fmt.teardown()
     if spec.get("profile"):
@@ -123,6 +156,7 @@ def measure(spec: dict) -> dict:
         baseline_mb=baseline / 1024,
         peak_above_baseline_mb=(peak - baseline) / 1024 if reset else None,
         child_peak_mb=child_peak_kb / 1024,
+        extra_threads=sampler.extra,
     )
     if spec["op"] == "export":
         files = [str(p) for p in output]
