@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     write_docs = (not partial or args.update_docs) and not args.no_docs
     markdown_path = REPO_DIR / "BENCHMARK.md" if write_docs else results_dir / "report.md"
     plot_path = BENCH_DIR / "benchmark.png" if write_docs else results_dir / "benchmark.png"
-    text = report.render(raw, plot_path.name if write_docs else str(plot_path))
+    text = report.render(raw, str(plot_path.relative_to(REPO_DIR)) if write_docs else plot_path.name)
     report.write_markdown(markdown_path, text)
     try:
         import plot
