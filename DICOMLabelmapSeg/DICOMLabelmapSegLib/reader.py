@@ -568,9 +568,11 @@ def _binary_frames(header: Header, fractional_threshold: float) -> np.ndarray:
     layout = header.layout
     try:
         array = header.ds.pixel_array
-    except LabelmapSegError:
+    except (LabelmapSegError, KeyboardInterrupt, SystemExit):
         raise
-    except Exception as error:  # noqa: BLE001 - pydicom and its plugins raise many types
+    # pydicom and its plugins raise many types; Rust codecs (pylibjpeg-rle) raise pyo3's
+    # PanicException, which derives from BaseException.
+    except BaseException as error:  # noqa: BLE001
         raise CorruptPixelDataError(
             f"{where}: the pixel data cannot be decoded ({brief_reason(error)}). The file is damaged; export it again."
         ) from error
