@@ -248,7 +248,6 @@ def test_writer_automatic_segment_without_family(source: list, tmp_path: Path) -
     assert_round_trip(segmentation, source, tmp_path, ExportOptions())
 
 
-@pytest.mark.xfail(reason="pyjpegls cannot encode frames of fewer than about 16 pixels ('buffer too small')")
 def test_writer_jpeg_ls_tiny_frames(source: list, tmp_path: Path) -> None:
     affine = SOURCE_AFFINE.copy()
     segmentation = make_segmentation(Geometry((2, 1, 3), affine, frame_of_reference(source)), layers=[[1]])

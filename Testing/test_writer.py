@@ -559,3 +559,45 @@ def test_dcmqi_labelmap_re_exports_losslessly(tmp_path, data_dir):
     [path] = write_labelmap_seg(segmentation, data_dir / "dcmqi" / "24x38x3" / "image", tmp_path)
     assert dciodvfy_errors(path) == []
     assert differences(segmentation, read_segmentation(path)) == []
+
+
+# --- small frames -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("rows", "columns", "dtype"), [(1, 1, "uint8"), (1, 3, "uint8"), (4, 4, "uint8"),
+                                                        (2, 2, "uint16"), (3, 5, "uint16"), (16, 16, "uint8")])
+@pytest.mark.parametrize("syntax", [TransferSyntax.JPEG_LS, TransferSyntax.JPEG_2000])
+def test_tiny_frames_are_encoded(tmp_path, small_series, rows, columns, dtype, syntax):
+    """pyjpegls gives CharLS too small a buffer for frames under ~32 pixels; openjpeg needs 32-pixel sides."""
+    paths, geometry = small_series
+    affine = geometry.affine.copy()
+    affine[:3, 3] = (geometry.affine @ np.array([1.0, 3.0, 4.0, 1.0]))[:3]
+    tiny = Geometry((2, rows, columns), affine, geometry.frame_of_reference_uid)
+    segmentation = make_segmentation(tiny, layers=[[1, 2] if dtype == "uint8" else [1, 300]], seed=rows * columns)
+    [path] = write_labelmap_seg(segmentation, paths, tmp_path, ExportOptions(transfer_syntax=syntax))
+    assert dciodvfy_errors(path) == []
+    ds = assert_lossless(path, segmentation.layers[0], tiny)
+    assert ds.file_meta.TransferSyntaxUID == syntax.uid
+
+
+def test_jpeg_ls_frame_encoder_every_small_size():
+    import jpeg_ls
+    from DICOMLabelmapSegLib.encoding import jpeg_ls_frame
+
+    rng = np.random.default_rng(5)
+    for dtype in (np.uint8, np.uint16):
+        for rows, columns in itertools.product([1, 2, 3, 5, 8, 17], repeat=2):
+            frame = rng.integers(0, np.iinfo(dtype).max, size=(rows, columns), endpoint=True).astype(dtype)
+            decoded = jpeg_ls.decode_buffer(jpeg_ls_frame(frame))
+            pixels = np.frombuffer(bytes(decoded[0] if isinstance(decoded, tuple) else decoded), dtype=dtype)
+            assert np.array_equal(pixels.reshape(rows, columns), frame), (rows, columns, dtype)
+
+
+def test_jpeg_ls_tiny_frame_without_padded_encoder_is_a_typed_error(monkeypatch):
+    """If pyjpegls' extension module changes, the error is ours and says what to do."""
+    import _CharLS
+    from DICOMLabelmapSegLib.encoding import jpeg_ls_frame
+
+    monkeypatch.delattr(_CharLS, "_encode")
+    with pytest.raises(InvalidSegmentationError, match=r"1 x 3 frame.*RLE"):
+        jpeg_ls_frame(np.zeros((1, 3), np.uint8))

@@ -12,6 +12,8 @@ source grid; every frame is kept (``omit_empty_frames=False``) so the full exten
   ``column x row``; :func:`order_frames` restores the model order afterwards), so a reader
   that follows the frame order recovers the model's slice direction exactly. Each frame
   also carries its Image Position (Patient).
+* Frames highdicom's encoders cannot take (JPEG-LS under 256 bytes, JPEG 2000 with a side
+  under 32 pixels) are written native by highdicom and encoded by :mod:`.encoding`.
 * PALETTE COLOR (``ExportOptions.palette_color``): a Palette Color LUT (8-bit entries, or
   16-bit beyond 256 entries) maps every label value to its segment's color (background and
   unused values black; see :func:`palette_lut`), with the sRGB ICC profile the IOD then
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import importlib.resources
-import io
 import logging
 import os
 import re
@@ -40,9 +41,10 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, JPEG2000Lossless
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 
 from . import __version__
+from .encoding import jpeg_2000_frame, jpeg_ls_frame
 from .errors import (
     GeometryMismatchError,
     InvalidSegmentationError,
@@ -70,6 +72,8 @@ _ICON_IMAGE_SEQUENCE = 0x00880200
 
 #: Smallest frame side openjpeg (6 wavelet resolutions) encodes; smaller frames are encoded with Pillow.
 _OPENJPEG_MIN_SIDE = 32
+#: Frames of fewer raw bytes are JPEG-LS encoded by us: pyjpegls' own buffer (2x the frame) is too small for them.
+_PYJPEGLS_MIN_BYTES = 256
 
 
 @dataclass(frozen=True)
@@ -424,10 +428,8 @@ def _layer_dataset(
     geometry: Geometry,
 ) -> Dataset:
     syntax = options.transfer_syntax
-    frames_too_small_for_openjpeg = min(layer.labels.shape[1:]) < _OPENJPEG_MIN_SIDE
-    if syntax in (TransferSyntax.DEFLATED, TransferSyntax.EXPLICIT) or (
-        syntax == TransferSyntax.JPEG_2000 and frames_too_small_for_openjpeg
-    ):
+    frame_encoder = _own_frame_encoder(syntax, layer.labels)
+    if syntax in (TransferSyntax.DEFLATED, TransferSyntax.EXPLICIT) or frame_encoder is not None:
         highdicom_syntax = ExplicitVRLittleEndian
     else:
         highdicom_syntax = syntax.uid
@@ -446,8 +448,8 @@ def _layer_dataset(
         ) from error
     ds.SeriesDescription = long_string(options.series_description, "Series description")
     order_frames(ds, geometry)
-    if syntax == TransferSyntax.JPEG_2000 and highdicom_syntax == ExplicitVRLittleEndian:
-        _encode_jpeg2000_with_pillow(ds)
+    if frame_encoder is not None:
+        _encode_native_frames(ds, frame_encoder, syntax.uid)
     if syntax == TransferSyntax.DEFLATED:
         ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     return ds
@@ -566,24 +568,22 @@ def order_frames(ds: Dataset, geometry: Geometry) -> None:
         ds.PixelData = data + (b"\0" if len(data) % 2 else b"")
 
 
-def _encode_jpeg2000_with_pillow(ds: Dataset) -> None:
-    """Re-encode native pixel data as JPEG 2000 lossless frames, fewer wavelet levels for small frames."""
-    from PIL import Image
+def _own_frame_encoder(syntax: TransferSyntax, labels: np.ndarray) -> Callable[[np.ndarray], bytes] | None:
+    """Our frame encoder where highdicom's (pydicom's) cannot encode frames this small, else None."""
+    rows, columns = labels.shape[1:]
+    if syntax == TransferSyntax.JPEG_2000 and min(rows, columns) < _OPENJPEG_MIN_SIDE:
+        return jpeg_2000_frame
+    if syntax == TransferSyntax.JPEG_LS and rows * columns * labels.dtype.itemsize < _PYJPEGLS_MIN_BYTES:
+        return jpeg_ls_frame
+    return None
 
+
+def _encode_native_frames(ds: Dataset, encode: Callable[[np.ndarray], bytes], transfer_syntax_uid: str) -> None:
+    """Encode the native pixel data of ``ds`` frame by frame and encapsulate it (``transfer_syntax_uid``)."""
     dtype = np.dtype("<u2") if int(ds.BitsAllocated) == 16 else np.dtype(np.uint8)
     rows, columns = int(ds.Rows), int(ds.Columns)
     count = int(ds.NumberOfFrames) * rows * columns
     frames = np.frombuffer(ds.PixelData, dtype=dtype, count=count).reshape(-1, rows, columns)
-    resolutions = min(6, int(np.log2(min(rows, columns))) + 1)  # each level halves the frame
-    encoded = []
-    for frame in frames:
-        image = (
-            Image.fromarray(frame, mode="L") if dtype == np.uint8
-            else Image.frombytes("I;16", (frame.shape[1], frame.shape[0]), frame.tobytes())
-        )
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG2000", irreversible=False, num_resolutions=resolutions, no_jp2=True)
-        encoded.append(buffer.getvalue())
-    ds.PixelData = encapsulate(encoded)
+    ds.PixelData = encapsulate([encode(frame) for frame in frames])
     ds["PixelData"].VR = "OB"
-    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.file_meta.TransferSyntaxUID = transfer_syntax_uid
