@@ -50,23 +50,15 @@ from .labeltable import (
     write_label_table,
 )
 from .model import (
-    DEFAULT_TERMINOLOGY,
     MAX_LABEL_VALUE,
     Geometry,
     Layer,
     Segment,
-    SegmentAlgorithmType,
     Segmentation,
     label_dtype,
     present_labels,
 )
-from .slicerterm import (
-    TERMINOLOGY_ENTRY_TAG,
-    format_code,
-    format_terminology_entry,
-    parse_code,
-    parse_terminology_entry,
-)
+from .slicerterm import segment_fields_from_tags, segment_tags
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +86,6 @@ SEG_NRRD_SUFFIX = ".seg.nrrd"
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 
-#: Segment tags holding model fields that Slicer has no field for (the same tags as :mod:`.mrml`).
-TAG_ALGORITHM_TYPE = "DICOM.SegmentAlgorithmType"
-TAG_ALGORITHM_NAME = "DICOM.SegmentAlgorithmName"
-TAG_ALGORITHM_VERSION = "DICOM.SegmentAlgorithmVersion"
-TAG_ALGORITHM_FAMILY = "DICOM.SegmentAlgorithmFamily"
-TAG_DESCRIPTION = "DICOM.SegmentDescription"
-TAG_TRACKING_ID = "DICOM.TrackingID"
-TAG_TRACKING_UID = "DICOM.TrackingUID"
 
 _LPS_FROM_SPACE = {
     "left-posterior-superior": (1.0, 1.0, 1.0),
@@ -280,33 +264,11 @@ def _segment_from_fields(fields: Mapping[str, str], index: int, path: Path) -> S
     tags = _parse_tags(fields.get("Tags", ""))
     name = fields.get("Name") or fields.get("ID") or f"Segment_{index}"
     try:
-        terminology = parse_terminology_entry(tags[TERMINOLOGY_ENTRY_TAG]) if tags.get(TERMINOLOGY_ENTRY_TAG) else None
-    except (LabelmapSegError, ValueError, IndexError) as error:
-        logger.warning("%s: segment '%s' has an unreadable terminology (%s); using Tissue.", path.name, name, error)
-        terminology = None
-    algorithm_family = tags.get(TAG_ALGORITHM_FAMILY)
-    try:
-        algorithm_type = SegmentAlgorithmType((tags.get(TAG_ALGORITHM_TYPE) or "MANUAL").strip().upper())
-    except ValueError:
-        logger.warning("%s: segment '%s' has an unknown algorithm type; using MANUAL.", path.name, name)
-        algorithm_type = SegmentAlgorithmType.MANUAL
-    tracking_id, tracking_uid = tags.get(TAG_TRACKING_ID) or None, tags.get(TAG_TRACKING_UID) or None
-    if (tracking_id is None) != (tracking_uid is None):
-        logger.warning("%s: segment '%s' has a tracking ID or UID without the other; both ignored.", path.name, name)
-        tracking_id = tracking_uid = None
-    try:
         return Segment(
             label_value=_int_field(fields, "LabelValue", 1, path),
             name=name,
             color=_color_field(fields.get("Color"), path),
-            terminology=terminology or DEFAULT_TERMINOLOGY,
-            algorithm_type=algorithm_type,
-            algorithm_name=tags.get(TAG_ALGORITHM_NAME) or None,
-            algorithm_version=tags.get(TAG_ALGORITHM_VERSION) or None,
-            algorithm_family=parse_code(algorithm_family),
-            description=tags.get(TAG_DESCRIPTION) or None,
-            tracking_id=tracking_id,
-            tracking_uid=tracking_uid,
+            **segment_fields_from_tags(tags, f"{path.name}: segment '{name}'"),
         )
     except LabelmapSegError as error:
         raise LabelFileError(f"{path.name}: segment {index} ('{name}'): {error}") from None
@@ -315,23 +277,8 @@ def _segment_from_fields(fields: Mapping[str, str], index: int, path: Path) -> S
 
 
 def _segment_tags(segment: Segment) -> str:
-    tags = [
-        (TERMINOLOGY_ENTRY_TAG, format_terminology_entry(segment.terminology)),
-        (TAG_ALGORITHM_TYPE, segment.algorithm_type.value),
-    ]
-    for key, value in (
-        (TAG_ALGORITHM_NAME, segment.algorithm_name),
-        (TAG_ALGORITHM_VERSION, segment.algorithm_version),
-        (TAG_DESCRIPTION, segment.description),
-        (TAG_TRACKING_ID, segment.tracking_id),
-        (TAG_TRACKING_UID, segment.tracking_uid),
-    ):
-        if value is not None:
-            tags.append((key, value))
-    if segment.algorithm_family is not None:
-        tags.append((TAG_ALGORITHM_FAMILY, format_code(segment.algorithm_family)))
     # Slicer splits tags at '|' (no escaping) and ends the list with '|'.
-    return "".join(f"{key}:{_tag_value(value)}|" for key, value in tags)
+    return "".join(f"{key}:{_tag_value(value)}|" for key, value in segment_tags(segment).items())
 
 
 def _parse_tags(text: str) -> dict[str, str]:

@@ -31,17 +31,23 @@ represented in DICOM and parses to ``None``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
-from .model import Code, Terminology
+from .errors import LabelmapSegError
+from .model import DEFAULT_TERMINOLOGY, Code, Segment, SegmentAlgorithmType, Terminology
 
 __all__ = [
     "DEFAULT_CONTEXT_NAME",
     "DEFAULT_REGION_CONTEXT_NAME",
+    "SEGMENT_TAG_NAMES",
     "TERMINOLOGY_ENTRY_TAG",
     "format_code",
     "format_terminology_entry",
     "parse_code",
     "parse_terminology_entry",
+    "segment_fields_from_tags",
+    "segment_tags",
 ]
 
 logger = logging.getLogger(__name__)
@@ -173,3 +179,83 @@ def _sanitize(text: str, what: str) -> str:
     cleaned = "".join(_RESERVED.get(character, character) for character in text)
     logger.warning("Terminology %s %r contains '~', '^' or '|'; stored as %r in Slicer", what, text, cleaned)
     return cleaned
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Segment tags: the model fields Slicer has no field for (shared by the .seg.nrrd reader/writer and the MRML bridge)
+
+#: Segment tags holding DICOM segment attributes that Slicer has no field for (the first two are the
+#: names Slicer's own DICOM SEG plugin uses).
+TAG_ALGORITHM_TYPE = "DICOM.SegmentAlgorithmType"
+TAG_ALGORITHM_NAME = "DICOM.SegmentAlgorithmName"
+TAG_ALGORITHM_VERSION = "DICOM.SegmentAlgorithmVersion"
+TAG_ALGORITHM_FAMILY = "DICOM.SegmentAlgorithmFamily"
+TAG_DESCRIPTION = "DICOM.SegmentDescription"
+TAG_TRACKING_ID = "DICOM.TrackingID"
+TAG_TRACKING_UID = "DICOM.TrackingUID"
+
+#: Every tag :func:`segment_tags` may write, in the order it writes them.
+SEGMENT_TAG_NAMES = (
+    TERMINOLOGY_ENTRY_TAG,
+    TAG_ALGORITHM_TYPE,
+    TAG_ALGORITHM_NAME,
+    TAG_ALGORITHM_VERSION,
+    TAG_ALGORITHM_FAMILY,
+    TAG_DESCRIPTION,
+    TAG_TRACKING_ID,
+    TAG_TRACKING_UID,
+)
+
+
+def segment_tags(segment: Segment) -> dict[str, str]:
+    """The Slicer segment tags that carry ``segment``'s terminology and DICOM attributes (absent fields omitted)."""
+    values = {
+        TERMINOLOGY_ENTRY_TAG: format_terminology_entry(segment.terminology),
+        TAG_ALGORITHM_TYPE: segment.algorithm_type.value,
+        TAG_ALGORITHM_NAME: segment.algorithm_name,
+        TAG_ALGORITHM_VERSION: segment.algorithm_version,
+        TAG_ALGORITHM_FAMILY: format_code(segment.algorithm_family) if segment.algorithm_family else None,
+        TAG_DESCRIPTION: segment.description,
+        TAG_TRACKING_ID: segment.tracking_id,
+        TAG_TRACKING_UID: segment.tracking_uid,
+    }
+    return {tag: value for tag, value in values.items() if value is not None}
+
+
+def segment_fields_from_tags(tags: Mapping[str, str | None], where: str) -> dict[str, Any]:
+    """Keyword arguments of :class:`~.model.Segment` read from Slicer segment tags (tolerant).
+
+    Blank tags count as absent. An unreadable terminology becomes the default (Tissue), an unknown
+    algorithm type MANUAL, a tracking ID without UID (or the reverse) is dropped; each with a
+    warning naming ``where`` (e.g. "file.seg.nrrd: segment 'Liver'").
+    """
+
+    def tag(name: str) -> str | None:
+        value = tags.get(name)
+        return value if value and value.strip() else None
+
+    try:
+        terminology = parse_terminology_entry(tag(TERMINOLOGY_ENTRY_TAG))
+    except (LabelmapSegError, ValueError, IndexError) as error:
+        logger.warning("%s has an unreadable terminology (%s); using Tissue.", where, error)
+        terminology = None
+    algorithm_type_text = tag(TAG_ALGORITHM_TYPE)
+    try:
+        algorithm_type = SegmentAlgorithmType((algorithm_type_text or "MANUAL").strip().upper())
+    except ValueError:
+        logger.warning("%s has an unknown algorithm type %r; using MANUAL.", where, algorithm_type_text)
+        algorithm_type = SegmentAlgorithmType.MANUAL
+    tracking_id, tracking_uid = tag(TAG_TRACKING_ID), tag(TAG_TRACKING_UID)
+    if (tracking_id is None) != (tracking_uid is None):
+        logger.warning("%s has a tracking ID or UID without the other; both ignored.", where)
+        tracking_id = tracking_uid = None
+    return {
+        "terminology": terminology or DEFAULT_TERMINOLOGY,
+        "algorithm_type": algorithm_type,
+        "algorithm_name": tag(TAG_ALGORITHM_NAME),
+        "algorithm_version": tag(TAG_ALGORITHM_VERSION),
+        "algorithm_family": parse_code(tag(TAG_ALGORITHM_FAMILY)),
+        "description": tag(TAG_DESCRIPTION),
+        "tracking_id": tracking_id,
+        "tracking_uid": tracking_uid,
+    }
