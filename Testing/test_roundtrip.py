@@ -254,10 +254,6 @@ def test_writer_jpeg_ls_tiny_frames(source: list, tmp_path: Path) -> None:
     assert_round_trip(segmentation, source, tmp_path, ExportOptions(transfer_syntax=TransferSyntax.JPEG_LS))
 
 
-@pytest.mark.xfail(
-    reason="writer: a single-frame layer gets Spacing Between Slices 1.0 (highdicom swaps in the source's pixel "
-    "measures when the pixel spacing matches, then derives the spacing from one position); set it after construction"
-)
 def test_writer_single_slice_spacing(source: list, tmp_path: Path) -> None:
     affine = make_affine(spacing=(1.7, 0.75, 0.75), origin=(-30.0, -40.0, 20.0))
     segmentation = make_segmentation(Geometry((1, 6, 6), affine, frame_of_reference(source)), layers=[[1]])

@@ -601,3 +601,23 @@ def test_jpeg_ls_tiny_frame_without_padded_encoder_is_a_typed_error(monkeypatch)
     monkeypatch.delattr(_CharLS, "_encode")
     with pytest.raises(InvalidSegmentationError, match=r"1 x 3 frame.*RLE"):
         jpeg_ls_frame(np.zeros((1, 3), np.uint8))
+
+
+@pytest.mark.parametrize("pixel_spacing_of_source", [True, False])
+def test_single_slice_keeps_its_slice_spacing(tmp_path, small_series, pixel_spacing_of_source):
+    """highdicom derives 1.0 from a single frame position; the writer stores the grid's spacing."""
+    from DICOMLabelmapSegLib.model import differences
+    from DICOMLabelmapSegLib.reader import read_segmentation
+
+    paths, geometry = small_series
+    affine = geometry.affine.copy()
+    affine[:3, 0] *= 1.7 / np.linalg.norm(affine[:3, 0])
+    if not pixel_spacing_of_source:
+        affine[:3, 1:3] *= 0.5
+    single = Geometry((1, 6, 7), affine, geometry.frame_of_reference_uid)
+    segmentation = make_segmentation(single, layers=[[1, 2]])
+    [path] = write_labelmap_seg(segmentation, paths, tmp_path)
+    assert dciodvfy_errors(path) == []
+    measures = pydicom.dcmread(path).SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert float(measures.SpacingBetweenSlices) == pytest.approx(1.7)
+    assert differences(segmentation, read_segmentation(path)) == []

@@ -42,6 +42,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
+from pydicom.valuerep import format_number_as_ds
 
 from . import __version__
 from .encoding import jpeg_2000_frame, jpeg_ls_frame
@@ -447,6 +448,7 @@ def _layer_dataset(
             f"Layer {instance_number} could not be encoded as a LABELMAP segmentation: {error}"
         ) from error
     ds.SeriesDescription = long_string(options.series_description, "Series description")
+    set_spacing_between_slices(ds, geometry)
     order_frames(ds, geometry)
     if frame_encoder is not None:
         _encode_native_frames(ds, frame_encoder, syntax.uid)
@@ -538,6 +540,22 @@ def _is_ascii(layer: Layer, options: ExportOptions) -> bool:
             if code is not None:
                 texts += [code.meaning, code.value, code.scheme_designator, code.scheme_version]
     return all(text is None or str(text).isascii() for text in texts)
+
+
+def set_spacing_between_slices(ds: Dataset, geometry: Geometry) -> None:
+    """Spacing Between Slices of the shared Pixel Measures = the grid's slice spacing along the frame normal.
+
+    highdicom derives it from the frame positions, after replacing the given pixel measures by the
+    source's when the pixel spacing matches: for a single frame that gives 1.0 whatever the grid
+    says. It is corrected here (only if it differs by more than DS rounding).
+    """
+    measures = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    orientation, _ = plane_attributes(geometry.affine)
+    normal = np.cross(orientation[:3], orientation[3:])
+    spacing = abs(float(geometry.affine[:3, 0] @ normal))
+    current = measures.get("SpacingBetweenSlices")
+    if current is None or abs(float(current) - spacing) > 1e-6 * max(1.0, spacing):
+        measures.SpacingBetweenSlices = format_number_as_ds(spacing)
 
 
 def order_frames(ds: Dataset, geometry: Geometry) -> None:
