@@ -260,7 +260,6 @@ def test_writer_single_slice_spacing(source: list, tmp_path: Path) -> None:
     assert_round_trip(segmentation, source, tmp_path, ExportOptions())
 
 
-@pytest.mark.xfail(reason="writer: overlap check compares x with the row extent and y with the column extent")
 def test_writer_overlap_check_with_non_square_source(tmp_path: Path) -> None:
     affine = make_affine(spacing=(2.5, 0.8, 0.7), origin=(-30.0, -40.0, 20.0))
     source = read_source_series(make_ct_series(tmp_path / "ct", shape=(4, 12, 16), affine=affine))

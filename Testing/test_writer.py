@@ -621,3 +621,28 @@ def test_single_slice_keeps_its_slice_spacing(tmp_path, small_series, pixel_spac
     measures = pydicom.dcmread(path).SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
     assert float(measures.SpacingBetweenSlices) == pytest.approx(1.7)
     assert differences(segmentation, read_segmentation(path)) == []
+
+
+# --- overlap check ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("oblique", [False, True])
+def test_overlap_check_with_non_square_source(tmp_path, oblique):
+    """Columns (16 x 0.7 mm) and rows (12 x 0.8 mm) differ: each extent is checked along its own axis."""
+    affine = make_affine(spacing=(2.5, 0.8, 0.7), oblique=oblique)
+    paths = make_ct_series(tmp_path / "ct", shape=(4, 12, 16), affine=affine)
+    frame_of_reference = pydicom.dcmread(paths[0], stop_before_pixels=True).FrameOfReferenceUID
+
+    def grid_at(k: float, j: float, i: float) -> Geometry:
+        grid = affine.copy()
+        grid[:3, 3] = (affine @ [k, j, i, 1.0])[:3]
+        return Geometry((2, 3, 3), grid, frame_of_reference)
+
+    # Inside near the far column edge / far row edge (the old check rejected the first: 14.9 x 0.7 > 12 x 0.8).
+    for index, inside in enumerate([grid_at(1, 2, 14.9), grid_at(1, 10.5, 2), grid_at(1, -2, -2)]):
+        [path] = write_labelmap_seg(make_segmentation(inside), paths, tmp_path / f"in{index}")
+        assert dciodvfy_errors(path) == []
+    # Entirely beyond the last column / the last row (the old check accepted the second).
+    for outside in [grid_at(1, 2, 18.6), grid_at(1, 14.6, 2), grid_at(1, 2, -3.6)]:
+        with pytest.raises(GeometryMismatchError, match="does not overlap"):
+            write_labelmap_seg(make_segmentation(outside), paths, tmp_path / "out")

@@ -286,7 +286,9 @@ def check_geometry(segmentation: Segmentation, source: Sequence[Dataset]) -> Non
     orientation, spacing, positions, _ = source_planes(source)
     row_direction, column_direction = np.asarray(orientation[:3]), np.asarray(orientation[3:])
     normal = np.cross(row_direction, column_direction)
-    axes = np.stack([column_direction, row_direction, normal])  # source (x: columns, y: rows, z: normal)
+    # Source axes: x along a row (column index grows, PixelSpacing[1]), y along a column (row index
+    # grows, PixelSpacing[0]), z along the normal.
+    axes = np.stack([row_direction, column_direction, normal])
     rows, columns = int(first.Rows), int(first.Columns)
     origin = positions[0]
     offsets = (positions - origin) @ axes.T
