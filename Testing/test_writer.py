@@ -646,3 +646,34 @@ def test_overlap_check_with_non_square_source(tmp_path, oblique):
     for outside in [grid_at(1, 2, 18.6), grid_at(1, 14.6, 2), grid_at(1, 2, -3.6)]:
         with pytest.raises(GeometryMismatchError, match="does not overlap"):
             write_labelmap_seg(make_segmentation(outside), paths, tmp_path / "out")
+
+
+# --- character sets -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("segment_name", ["Leber Größe 肝", "plain"])
+def test_latin1_source_text_survives_either_character_set(tmp_path, segment_name):
+    """A Latin-1 (ISO_IR 100) source: the SEG keeps it for ASCII names, else UTF-8; the patient name survives both."""
+    paths = make_ct_series(tmp_path / "ct", patient_name="Müller^Jörg")
+    geometry = geometry_from_source(read_source_series(paths))
+    segmentation = make_segmentation(geometry, layers=[[1]])
+    segmentation.layers[0].segments[0] = Segment(1, segment_name, description=f"{segment_name}!")
+    [path] = write_labelmap_seg(segmentation, paths, tmp_path / "seg")
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    assert ds.SpecificCharacterSet == ("ISO_IR 192" if segment_name != "plain" else "ISO_IR 100")
+    assert str(ds.PatientName) == "Müller^Jörg"
+    assert ds.SegmentSequence[1].SegmentLabel == segment_name
+    assert ds.SegmentSequence[1].SegmentDescription == f"{segment_name}!"
+    assert dciodvfy_errors(path) == []
+
+
+def test_source_without_character_set_stays_default(tmp_path):
+    paths = make_ct_series(tmp_path / "ct")
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        del ds.SpecificCharacterSet
+        ds.save_as(path)
+    [path] = write_labelmap_seg(make_segmentation(geometry_from_source(read_source_series(paths))), paths,
+                                tmp_path / "seg")
+    assert "SpecificCharacterSet" not in pydicom.dcmread(path, stop_before_pixels=True)
+    assert dciodvfy_errors(path) == []

@@ -475,9 +475,6 @@ def _highdicom_segmentation(
     # type: a non-MANUAL type without an identification sequence (Type 3 in the standard) would make
     # it raise. The Background gets MANUAL; the first segment its own type back afterwards.
     descriptions[0].SegmentAlgorithmType = "MANUAL"
-    extra = {}
-    if not _is_ascii(layer, options):
-        extra["specific_character_set"] = "ISO_IR 192"  # UTF-8: any name survives, whatever the source used
     ds = hd.seg.Segmentation(
         source_images=sources,
         pixel_array=layer.labels,
@@ -505,10 +502,25 @@ def _highdicom_segmentation(
         palette_color_lut_transformation=palette_lut(layer) if options.palette_color else None,
         icc_profile=srgb_icc_profile() if options.palette_color else None,
         workers=options.workers,
-        **extra,
     )
     _finish_segment_sequence(ds, algorithm_types)
+    set_specific_character_set(ds, sources[0], _is_ascii(layer, options))
     return ds
+
+
+def set_specific_character_set(ds: Dataset, source: Dataset, ascii_only: bool) -> None:
+    """Specific Character Set of the SEG: the source's, or UTF-8 (ISO_IR 192) if our texts are not ASCII.
+
+    Set after construction: highdicom 0.28 takes the source's by default and has a
+    ``specific_character_set`` argument, 0.27 (Slicer 5.12) has neither and leaves the attribute
+    out. Text is encoded when the file is written, with this value (also in sequence items; the
+    patient's name copied from the source is re-encoded from its decoded value).
+    """
+    charset = "ISO_IR 192" if not ascii_only else source.get("SpecificCharacterSet")
+    if charset:
+        ds.SpecificCharacterSet = charset
+    elif "SpecificCharacterSet" in ds:
+        del ds.SpecificCharacterSet
 
 
 def _finish_segment_sequence(ds: Dataset, algorithm_types: Sequence[str]) -> None:
