@@ -677,3 +677,108 @@ def test_source_without_character_set_stays_default(tmp_path):
                                 tmp_path / "seg")
     assert "SpecificCharacterSet" not in pydicom.dcmread(path, stop_before_pixels=True)
     assert dciodvfy_errors(path) == []
+
+
+# --- fast paths change nothing ------------------------------------------------------------------
+
+#: Attributes that differ between any two exports (new UIDs, creation times).
+_PER_EXPORT = {"SOPInstanceUID", "MediaStorageSOPInstanceUID", "ContentDate", "ContentTime", "SeriesDate",
+               "SeriesTime", "InstanceCreationDate", "InstanceCreationTime", "PaletteColorLookupTableUID",
+               "ContributionDateTime", "DimensionOrganizationUID"}
+
+
+def _header_differences(a: Dataset, b: Dataset, where: str = "") -> list[str]:
+    """Element-by-element differences (recursing into sequences), Pixel Data compared decoded."""
+    found = []
+    for tag in sorted(set(a.keys()) | set(b.keys())):
+        keyword = pydicom.datadict.keyword_for_tag(tag) or str(tag)
+        if keyword in _PER_EXPORT or keyword == "PixelData":
+            continue
+        if tag not in a or tag not in b:
+            found.append(f"{where}{keyword} only in {'first' if tag in a else 'second'}")
+        elif a[tag].VR == "SQ":
+            items_a, items_b = a[tag].value, b[tag].value
+            if len(items_a) != len(items_b):
+                found.append(f"{where}{keyword}: {len(items_a)} vs {len(items_b)} items")
+            for index, (item_a, item_b) in enumerate(zip(items_a, items_b)):
+                found += _header_differences(item_a, item_b, f"{where}{keyword}[{index}].")
+        elif a[tag].value != b[tag].value:
+            found.append(f"{where}{keyword}: {a[tag].value!r} vs {b[tag].value!r}")
+    return found
+
+
+def _export_both_ways(segmentation, source, options, monkeypatch):
+    uid = generate_uid()
+    options = ExportOptions(**{**options.__dict__, "series_instance_uid": uid})
+    fast = create_labelmap_datasets(segmentation, source, options)
+    with monkeypatch.context() as patch:  # highdicom does it all: matches positions, checks every voxel value
+        patch.setattr(writer_module, "source_order_of_grid", lambda geometry, source: None)
+        patch.setattr(writer_module, "_MAX_PLACEHOLDERS", 0)
+        plain = create_labelmap_datasets(segmentation, source, options)
+    return fast, plain
+
+
+@pytest.mark.parametrize("case", ["source grid", "reversed slices", "uint16 palette", "other grid", "multiframe"])
+@pytest.mark.parametrize("syntax", [TransferSyntax.JPEG_LS, TransferSyntax.EXPLICIT])
+def test_fast_paths_write_what_highdicom_alone_writes(tmp_path, small_series, data_dir, monkeypatch, case, syntax):
+    """Source-grid positions, placeholder segment numbers: the same headers and frames as without them."""
+    paths, geometry = small_series
+    source, palette, layers = paths, case == "uint16 palette", [[2, 5, 9], [1, 3]]  # gaps: placeholders
+    if case == "reversed slices":
+        affine = geometry.affine.copy()
+        affine[:3, 3] += (geometry.shape[0] - 1) * affine[:3, 0]
+        affine[:3, 0] *= -1
+        geometry = Geometry(geometry.shape, affine, geometry.frame_of_reference_uid)
+    elif case == "uint16 palette":
+        layers = [[3, 300, 1000]]
+    elif case == "other grid":
+        affine = geometry.affine.copy()
+        affine[:3, 1:3] *= 0.5
+        geometry = Geometry((3, 10, 14), affine, geometry.frame_of_reference_uid)
+    elif case == "multiframe":
+        source = data_dir / "dcmqi" / "24x38x3" / "multiframe" / "mf.dcm"
+        geometry = geometry_from_source(read_source_series(source))
+    segmentation = make_segmentation(geometry, layers=layers, empty=[9])
+    if case in ("source grid", "reversed slices", "multiframe"):
+        assert writer_module.source_order_of_grid(geometry, read_source_series(source)) is not None
+    fast, plain = _export_both_ways(segmentation, source, ExportOptions(transfer_syntax=syntax, palette_color=palette),
+                                    monkeypatch)
+    for a, b, layer in zip(fast, plain, segmentation.layers):
+        assert _header_differences(a, b) == []
+        assert [int(i.SegmentNumber) for i in a.SegmentSequence] == [0, *(s.label_value for s in layer.segments)]
+        assert a.PixelData == b.PixelData  # same frames, same order, same codestreams
+        a.save_as(tmp_path / "a.dcm", enforce_file_format=True)
+        assert dciodvfy_errors(tmp_path / "a.dcm") == []
+        assert_lossless(tmp_path / "a.dcm", layer, geometry)
+
+
+def test_source_order_of_grid(small_series):
+    paths, geometry = small_series
+    source = read_source_series(paths)
+    order = writer_module.source_order_of_grid
+    assert order(geometry, source) == [0, 1, 2, 3, 4]
+    affine = geometry.affine.copy()
+    affine[:3, 3] += 4 * affine[:3, 0]
+    affine[:3, 0] *= -1
+    assert order(Geometry(geometry.shape, affine), source) == [4, 3, 2, 1, 0]
+    shifted = geometry.affine.copy()
+    shifted[:3, 3] += 0.5 * shifted[:3, 0]
+    for other in [Geometry(geometry.shape, shifted), Geometry((4, 12, 16), geometry.affine),
+                  Geometry((5, 12, 15), geometry.affine)]:
+        assert order(other, source) is None
+
+
+def test_present_labels_matches_unique():
+    """The writer's voxel check (model.present_labels: uint8 counted in pairs, chunked) against np.unique."""
+    from DICOMLabelmapSegLib.model import present_labels
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.uint8, np.uint16):
+        for size in (1, 2, 3, 1001, (1 << 18) + 3, (1 << 20) + 1):
+            for high in (1, 5, 255):
+                values = rng.integers(0, high + 1, size=size).astype(dtype)
+                values[-1] = high  # the odd last voxel of a uint8 array is counted too
+                assert np.array_equal(present_labels(values.reshape(1, 1, -1)), np.unique(values)), (dtype, size)
+    strided = np.zeros((3, 4, 5), np.uint8)[:, ::2, :]
+    strided[2, 1, 4] = 9
+    assert present_labels(strided).tolist() == [0, 9]
