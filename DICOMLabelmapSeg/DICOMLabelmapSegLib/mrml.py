@@ -59,6 +59,7 @@ from .model import (
     Segmentation,
     SeriesInfo,
     label_dtype,
+    present_labels,
 )
 from .slicerterm import (
     SEGMENT_TAG_NAMES,
@@ -437,8 +438,8 @@ def _copy_labels(region: np.ndarray, target: np.ndarray, values: list[int], laye
 def _present_values(region: np.ndarray) -> list[int]:
     if region.size == 0:
         return []
-    if region.dtype.kind == "u" and region.dtype.itemsize <= 2:
-        return np.flatnonzero(np.bincount(region.ravel())).tolist()
+    if region.dtype in (np.uint8, np.uint16):
+        return present_labels(region).tolist()  # chunked: bincount of the whole array copies it to int64
     return np.unique(region).tolist()
 
 
