@@ -319,14 +319,7 @@ def test_batch_json_manifest_with_import(case, tmp_path: Path, capsys) -> None:
     "name",
     [
         "seg_nrrd",
-        pytest.param(
-            "nifti",
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="writer/reader: a grid whose slice step points against rows x columns (here the NIfTI's "
-                "flipped rows) comes back with the slice axis reversed: the same volume, not the same array",
-            ),
-        ),
+        "nifti",
     ],
 )
 def test_export_import_is_voxel_for_voxel_identical(case, tmp_path: Path, capsys, name: str) -> None:

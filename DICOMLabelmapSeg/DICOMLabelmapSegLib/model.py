@@ -173,8 +173,20 @@ class Geometry:
         return self.affine[:3, :3] / self.spacing
 
     def same_as(self, other: Geometry, atol: float = 1e-4) -> bool:
-        """True if shape equal and affines agree within ``atol`` mm (DICOM DS precision)."""
-        return self.shape == other.shape and bool(np.allclose(self.affine, other.affine, atol=atol, rtol=0))
+        """True if shape equal and affines agree within ``atol`` mm (DICOM DS precision).
+
+        A single slice has no slice direction (a file stores only its position, orientation
+        and spacing), so for ``shape[0] == 1`` the slice step may point either way.
+        """
+        if self.shape != other.shape:
+            return False
+        if np.allclose(self.affine, other.affine, atol=atol, rtol=0):
+            return True
+        if self.shape[0] != 1:
+            return False
+        flipped = other.affine.copy()
+        flipped[:3, 0] *= -1
+        return bool(np.allclose(self.affine, flipped, atol=atol, rtol=0))
 
 
 @dataclass(eq=False)
