@@ -172,6 +172,13 @@ def targets(agg: dict, case: str, label_bytes: int, primary: str = PRIMARY) -> l
 # Markdown
 
 
+def _load_summary(rows: list[dict]) -> str:
+    loads = sorted(r["load"] for r in rows if "load" in r)
+    if not loads:
+        return "?"
+    return f"{statistics.median(loads):.2f}, max {loads[-1]:.2f}"
+
+
 def _fmt_s(value: float | None) -> str:
     if value is None:
         return "-"
@@ -240,7 +247,8 @@ def render(raw: dict, plot_name: str) -> str:
         BEGIN,
         f"Measured {machine['date']} on {machine['cpu']}, {machine['cores']} cores, {machine['ram']} RAM; "
         f"load average before/after: {machine['load_before']} / {machine.get('load_after', '?')}; "
-        f"run took {machine.get('duration_s', '?')} s.",
+        f"run took {machine.get('duration_s', '?')} s; 1-minute load average during the measurements: "
+        f"median {_load_summary(raw['rows'])}.",
         "",
         f"Versions: {versions}.",
         "",

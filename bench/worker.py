@@ -157,6 +157,7 @@ def measure(spec: dict) -> dict:
         peak_above_baseline_mb=(peak - baseline) / 1024 if reset else None,
         child_peak_mb=child_peak_kb / 1024,
         extra_threads=sampler.extra,
+        load=float(Path("/proc/loadavg").read_text().split()[0]),
     )
     if spec["op"] == "export":
         files = [str(p) for p in output]
