@@ -106,15 +106,21 @@ def group_from_item(item: Dataset) -> FrameGroup:
     return group
 
 
+def _raw_explicit_little_endian_value(ds: Dataset, tag: int) -> bytes | bytearray | None:
+    """The undecoded bytes of element ``tag`` if pydicom has not parsed it yet and it is explicit VR LE."""
+    raw = ds.get_item(tag)
+    if not hasattr(raw, "is_implicit_VR") or raw.is_implicit_VR or not raw.is_little_endian:
+        return None
+    value = raw.value
+    return value if isinstance(value, (bytes, bytearray)) else None
+
+
 def raw_frame_groups(ds: Dataset) -> list[FrameGroup] | None:
     """The per-frame groups of ``ds`` from raw bytes, or None if the fast path does not apply."""
     if PER_FRAME_FUNCTIONAL_GROUPS not in ds:
         return None
-    raw = ds.get_item(PER_FRAME_FUNCTIONAL_GROUPS)
-    if not hasattr(raw, "is_implicit_VR") or raw.is_implicit_VR or not raw.is_little_endian:
-        return None
-    value = raw.value
-    if not isinstance(value, (bytes, bytearray)):
+    value = _raw_explicit_little_endian_value(ds, PER_FRAME_FUNCTIONAL_GROUPS)
+    if value is None:
         return None
     try:
         items = _items(memoryview(value), 0, len(value))
@@ -130,11 +136,8 @@ def raw_referenced_series(ds: Dataset) -> list[tuple[str, list[tuple[str, str]]]
     """
     if REFERENCED_SERIES not in ds:
         return []
-    raw = ds.get_item(REFERENCED_SERIES)
-    if not hasattr(raw, "is_implicit_VR") or raw.is_implicit_VR or not raw.is_little_endian:
-        return None
-    value = raw.value
-    if not isinstance(value, (bytes, bytearray)):
+    value = _raw_explicit_little_endian_value(ds, REFERENCED_SERIES)
+    if value is None:
         return None
     try:
         buffer = memoryview(value)
