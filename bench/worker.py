@@ -110,6 +110,8 @@ def measure(spec: dict) -> dict:
         warm_up(fmt, Path(spec["cache"]), out_dir.parent)
     try:
         if spec["op"] == "export":
+            for source in case.source_files:  # as after loading the series in Slicer: files in the page cache
+                source.read_bytes()
             truth = case.load_truth()
             state = fmt.setup_export(case, truth)
             out_dir.mkdir(parents=True, exist_ok=True)
