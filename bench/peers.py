@@ -51,8 +51,6 @@ class Format:
     family = "peer"
     label = ""
     slow = False  # slow peers run once per case and only on cases that allow them
-    overlap = True  # can represent overlapping segments
-    reps_factor = 1.0
 
     def available(self) -> str | None:
         """None if this format can run here, else why not."""
@@ -367,7 +365,6 @@ class Highdicom(Format):
         labelmap = self.segmentation_type == "LABELMAP"
         series_uid = hd.UID()
         paths = []
-        number = 0
         groups: list[tuple[np.ndarray, list[Any]]] = []
         if labelmap or len(truth.layers) == 1:
             for layer in truth.layers:  # highdicom needs segment numbers 1..n: relabel with a lookup table
@@ -389,7 +386,6 @@ class Highdicom(Format):
             path = out_dir / f"seg_{index + 1}.dcm"
             seg.save_as(path)
             paths.append(path)
-            number += len(segments)
         return paths
 
     def import_(self, state: Any, files: list[Path]) -> Any:
@@ -720,7 +716,6 @@ class Nifti(Format):
 
     name = "nifti-gz"
     label = "NIfTI .nii.gz (nibabel)"
-    overlap = False
 
     def setup_export(self, case: PreparedCase, truth: Segmentation) -> Any:
         single_layer(truth)
