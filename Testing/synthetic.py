@@ -248,3 +248,46 @@ def make_segmentation(
             index += 1
         model_layers.append(Layer(labels, segments))
     return Segmentation(geometry, model_layers)
+
+
+def highdicom_labelmap(
+    source: Sequence[Dataset],
+    labels: np.ndarray,
+    segment_numbers: Sequence[int],
+    transfer_syntax_uid: str = ExplicitVRLittleEndian,
+    **kwargs,
+):
+    """A LABELMAP SEG made by highdicom directly: an independent writer for reader and validator tests.
+
+    Each segment number gets a MANUAL "Tissue" segment labelled ``segment <number>``; ``kwargs``
+    go to :class:`highdicom.seg.Segmentation` (e.g. ``omit_empty_frames=False``).
+    """
+    import highdicom as hd
+
+    tissue = hd.sr.CodedConcept("85756007", "SCT", "Tissue")
+    descriptions = [
+        hd.seg.SegmentDescription(
+            segment_number=number,
+            segment_label=f"segment {number}",
+            segmented_property_category=tissue,
+            segmented_property_type=tissue,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        )
+        for number in segment_numbers
+    ]
+    return hd.seg.Segmentation(
+        source_images=source,
+        pixel_array=labels,
+        segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP,
+        segment_descriptions=descriptions,
+        series_instance_uid=hd.UID(),
+        series_number=300,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="highdicom test",
+        manufacturer_model_name="highdicom",
+        software_versions=hd.__version__,
+        device_serial_number="1",
+        transfer_syntax_uid=transfer_syntax_uid,
+        **kwargs,
+    )

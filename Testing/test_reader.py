@@ -910,7 +910,7 @@ def test_syntax_without_any_decoder_is_a_missing_codec(data_dir: Path) -> None:
 def test_labelmap_written_by_highdicom_directly(tmp_path: Path, syntax: str) -> None:
     """highdicom's own LABELMAP output (frames in its order, 'Background' segment 0) reads back exactly."""
     from DICOMLabelmapSegLib.source import read_source_series
-    from synthetic import make_affine, make_ct_series
+    from synthetic import highdicom_labelmap, make_affine, make_ct_series
 
     affine = make_affine(oblique=True)
     shape = (5, 12, 16)
@@ -920,31 +920,7 @@ def test_labelmap_written_by_highdicom_directly(tmp_path: Path, syntax: str) -> 
     labels[1:4, 2:9, 3:12] = 2
     labels[2:5, 5:11, 1:6] = 5
     labels[rng.random(shape) < 0.05] = 3
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=f"label {number}",
-            segmented_property_category=hd.sr.CodedConcept("85756007", "SCT", "Tissue"),
-            segmented_property_type=hd.sr.CodedConcept("10200004", "SCT", "Liver"),
-            algorithm_type="MANUAL",
-        )
-        for number in (2, 3, 5)
-    ]
-    seg = hd.seg.Segmentation(
-        source_images=source,
-        pixel_array=labels,
-        segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP,
-        segment_descriptions=descriptions,
-        series_instance_uid=hd.UID(),
-        series_number=5,
-        sop_instance_uid=hd.UID(),
-        instance_number=1,
-        manufacturer="test",
-        manufacturer_model_name="test",
-        software_versions="1",
-        device_serial_number="1",
-        transfer_syntax_uid=syntax,
-    )
+    seg = highdicom_labelmap(source, labels, (2, 3, 5), transfer_syntax_uid=syntax)
     segmentation = read_segmentation(save(seg, tmp_path / "hd.dcm"))
     assert [s.label_value for s in segmentation.segments] == [2, 3, 5]  # no 'Background' segment
     reference_affine = np.asarray(affine)

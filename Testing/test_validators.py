@@ -70,38 +70,18 @@ class LabelmapFiles:
 @pytest.fixture(scope="module")
 def labelmap_files(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> LabelmapFiles:
     """highdicom LABELMAP SEGs of a real label map in each transfer syntax."""
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
+    from synthetic import highdicom_labelmap
 
     source = _ct_3slice(data_dir)
     labels = _real_labels(data_dir, source)
     assert set(np.unique(labels)) == {0, *LABEL_VALUES}, "the real masks should leave every label visible"
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=value,
-            segment_label=f"segment {value}",
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Tissue,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-        )
-        for value in LABEL_VALUES
-    ]
     folder = tmp_path_factory.mktemp("labelmaps")
     files = {}
     for name, uid in SYNTAXES.items():
-        seg = hd.seg.Segmentation(
-            source_images=source,
-            pixel_array=labels,
-            segmentation_type=hd.seg.SegmentationTypeValues.LABELMAP,
-            segment_descriptions=descriptions,
-            series_instance_uid=hd.UID(),
-            series_number=300,
-            sop_instance_uid=hd.UID(),
-            instance_number=1,
-            manufacturer="validator test",
-            manufacturer_model_name="highdicom",
-            software_versions=hd.__version__,
-            device_serial_number="1",
+        seg = highdicom_labelmap(
+            source,
+            labels,
+            LABEL_VALUES,
             transfer_syntax_uid=ExplicitVRLittleEndian if uid == DeflatedExplicitVRLittleEndian else uid,
             omit_empty_frames=False,
         )
