@@ -58,17 +58,31 @@ def binary_labelmap_name() -> str:
     return slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
 
 
+def _write_with(env: SlicerEnv, storage: Any, node: Any, path: Path, compress: bool) -> None:
+    """Write ``node`` to ``path`` through a temporary storage node of the scene."""
+    env.scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    storage.SetUseCompression(1 if compress else 0)
+    try:
+        if not storage.WriteData(node):
+            raise RuntimeError(f"{storage.GetClassName()} could not write {path}")
+    finally:
+        env.scene.RemoveNode(storage)
+
+
+def _read_with(env: SlicerEnv, storage: Any, node: Any, path: Path) -> None:
+    """Read ``path`` into ``node`` through ``storage`` (added to the scene; the caller keeps or removes it)."""
+    env.scene.AddNode(storage)
+    storage.SetFileName(str(path))
+    if not storage.ReadData(node):
+        raise RuntimeError(f"{storage.GetClassName()} could not read {path}")
+
+
 def save_segmentation_node(env: SlicerEnv, node: Any, path: Path) -> None:
     """Write a .seg.nrrd the way Slicer does (vtkMRMLSegmentationStorageNode, compression on)."""
     import slicer
 
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    env.scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    storage.SetUseCompression(1)
-    if not storage.WriteData(node):
-        raise RuntimeError(f"vtkMRMLSegmentationStorageNode could not write {path}")
-    env.scene.RemoveNode(storage)
+    _write_with(env, slicer.vtkMRMLSegmentationStorageNode(), node, path, compress=True)
 
 
 def load_segmentation_node(env: SlicerEnv, path: Path) -> Any:
@@ -77,10 +91,7 @@ def load_segmentation_node(env: SlicerEnv, path: Path) -> Any:
 
     node = env.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")
     storage = slicer.vtkMRMLSegmentationStorageNode()
-    env.scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    if not storage.ReadData(node):
-        raise RuntimeError(f"vtkMRMLSegmentationStorageNode could not read {path}")
+    _read_with(env, storage, node, path)
     node.SetAndObserveStorageNodeID(storage.GetID())
     return node
 
@@ -89,13 +100,7 @@ def save_labelmap_node(env: SlicerEnv, node: Any, path: Path, compress: bool = T
     """slicer.util.saveNode for a labelmap volume: vtkMRMLVolumeArchetypeStorageNode (compressed NRRD)."""
     import slicer
 
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    env.scene.AddNode(storage)
-    storage.SetFileName(str(path))
-    storage.SetUseCompression(1 if compress else 0)
-    if not storage.WriteData(node):
-        raise RuntimeError(f"could not write labelmap {path}")
-    env.scene.RemoveNode(storage)
+    _write_with(env, slicer.vtkMRMLVolumeArchetypeStorageNode(), node, path, compress)
 
 
 def load_labelmap_node(env: SlicerEnv, path: Path) -> Any:
@@ -104,10 +109,7 @@ def load_labelmap_node(env: SlicerEnv, path: Path) -> Any:
 
     node = env.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    env.scene.AddNode(storage)
-    storage.SetFileName(str(path))
     storage.SetSingleFile(1)
-    if not storage.ReadData(node):
-        raise RuntimeError(f"could not read labelmap {path}")
+    _read_with(env, storage, node, path)
     env.scene.RemoveNode(storage)
     return node
