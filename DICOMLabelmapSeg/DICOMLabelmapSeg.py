@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import qt
 import slicer
 import vtk
-from DICOMLabelmapSegLib import slicerlogic
+from DICOMLabelmapSegLib.app import slicerlogic
 from DICOMLabelmapSegPlugin import ProgressDialog, currentSettings, ensurePythonPackages
 from DICOMLib import DICOMUtils
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
@@ -392,9 +392,9 @@ class DICOMLabelmapSegTestMixin:
     def makeSegmentationNode(self, volumeNode, ctPaths, name="Overlapping segments"):
         """Two layers: 'Liver' and 'Tumor' in layer 0, overlapping 'Region' in layer 1, with terminology."""
         import numpy as np
+        from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
         from DICOMLabelmapSegLib.model import Code, Layer, Segment, Segmentation, Terminology
         from DICOMLabelmapSegLib.mrml import node_from_segmentation
-        from DICOMLabelmapSegLib.source import geometry_from_source, read_source_series
 
         geometry = geometry_from_source(read_source_series(ctPaths))
         layer0 = np.zeros(geometry.shape, np.uint8)
@@ -453,9 +453,9 @@ class DICOMLabelmapSegTest(DICOMLabelmapSegTestMixin, ScriptedLoadableModuleTest
             self.tearDown()
 
     def test_RoundTripEveryTransferSyntax(self):
+        from DICOMLabelmapSegLib.dicom.syntax import TransferSyntax
         from DICOMLabelmapSegLib.model import differences
         from DICOMLabelmapSegLib.mrml import segmentation_from_node
-        from DICOMLabelmapSegLib.syntax import TransferSyntax
 
         self.assertIn(slicerlogic.PLUGIN_KEY, slicer.modules.dicomPlugins, "plugin is not registered")
         with DICOMUtils.TemporaryDICOMDatabase(os.path.join(self.tempDir, "db")):

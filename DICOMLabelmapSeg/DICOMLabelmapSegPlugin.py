@@ -1,6 +1,6 @@
 """DICOM plugin: LABELMAP (and BINARY) DICOM Segmentation import and LABELMAP SEG export.
 
-Thin shell over :mod:`DICOMLabelmapSegLib.slicerlogic`, where every decision is made and tested.
+Thin shell over :mod:`DICOMLabelmapSegLib.app.slicerlogic`, where every decision is made and tested.
 The hidden module class at the end registers the plugin in ``slicer.modules.dicomPlugins`` under
 ``PLUGIN_KEY``, like Slicer's own DICOM plugins (``DICOMScalarVolumePlugin.py``).
 """
@@ -11,7 +11,7 @@ import sys
 
 import qt
 import slicer
-from DICOMLabelmapSegLib import slicerlogic
+from DICOMLabelmapSegLib.app import slicerlogic
 from DICOMLib import DICOMLoadable, DICOMPlugin, DICOMUtils
 from slicer.i18n import tr as _
 

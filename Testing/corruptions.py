@@ -593,8 +593,8 @@ OUR_SEEDS = {
 
 def write_our_seeds(out_dir: Path, shape: tuple[int, int, int] = (4, 10, 12)) -> dict[str, Path]:
     """Write small valid SEG files with our writer (one per :data:`OUR_SEEDS` entry); label -> path."""
-    from DICOMLabelmapSegLib.source import geometry_from_source, read_source_series
-    from DICOMLabelmapSegLib.writer import ExportOptions, write_labelmap_seg
+    from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
+    from DICOMLabelmapSegLib.dicom.writer import ExportOptions, write_labelmap_seg
     from synthetic import make_ct_series, make_segmentation
 
     ct_files = make_ct_series(out_dir / "ct", shape=shape)
@@ -757,8 +757,7 @@ def _worker() -> None:
     import tracemalloc
     import warnings
 
-    from DICOMLabelmapSegLib import reader
-
+    from DICOMLabelmapSegLib.dicom import reader
     warnings.simplefilter("ignore")
     for line in sys.stdin:
         request = json.loads(line)

@@ -36,7 +36,8 @@ class UnclearErrorMessage(AssertionError):
 
 def check_one_input(data: bytes, scratch: Path) -> None:
     """Write ``data`` to ``scratch`` and read it; raise anything but a clear LabelmapSegError."""
-    from DICOMLabelmapSegLib import LabelmapSegError, reader
+    from DICOMLabelmapSegLib import LabelmapSegError
+    from DICOMLabelmapSegLib.dicom import reader
 
     scratch.write_bytes(data)
     try:
@@ -54,7 +55,7 @@ def main(argv: list[str]) -> None:
 
     with atheris.instrument_imports(include=["DICOMLabelmapSegLib", "pydicom"]):
         import pydicom  # noqa: F401
-        from DICOMLabelmapSegLib import reader  # noqa: F401
+        from DICOMLabelmapSegLib.dicom import reader  # noqa: F401
 
     import warnings
 

@@ -84,8 +84,9 @@ def test_proposal_writes_the_same_frames(bench_run: tuple[Path, list[dict]], tmp
     import cases
     import prototype_fast_export as proto
     import slicerenv
-    from DICOMLabelmapSegLib import mrml, slicerlogic, writer
-
+    from DICOMLabelmapSegLib import mrml
+    from DICOMLabelmapSegLib.app import slicerlogic
+    from DICOMLabelmapSegLib.dicom import writer
     results, _ = bench_run
     case = cases.prepare("tiny", results / "cache")
     env = slicerenv.boot()

@@ -17,13 +17,14 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import DICOMLabelmapSegLib.cli.main as cli
 import numpy as np
 import pytest
-from DICOMLabelmapSegLib import cli, fileio
-from DICOMLabelmapSegLib.labeltable import read_label_table
+from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
+from DICOMLabelmapSegLib.dicom.syntax import TransferSyntax
+from DICOMLabelmapSegLib.formats import fileio
+from DICOMLabelmapSegLib.formats.labeltable import read_label_table
 from DICOMLabelmapSegLib.model import Geometry, Layer, Segmentation, differences
-from DICOMLabelmapSegLib.source import geometry_from_source, read_source_series
-from DICOMLabelmapSegLib.syntax import TransferSyntax
 from spatial import assert_same_labels_in_space
 from synthetic import make_affine, make_ct_series, make_segmentation
 
@@ -59,7 +60,7 @@ def case(tmp_path_factory, data_dir: Path) -> dict[str, Path]:
 
 
 def _described(segmentation: Segmentation) -> Segmentation:
-    from DICOMLabelmapSegLib.labeltable import default_segment
+    from DICOMLabelmapSegLib.formats.labeltable import default_segment
     from DICOMLabelmapSegLib.model import present_labels
 
     layer = segmentation.layers[0]

@@ -8,7 +8,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from DICOMLabelmapSegLib.color import (
+from DICOMLabelmapSegLib.dicom.color import (
     dicom_lab_to_rgb,
     dicom_lab_to_rgb_array,
     rgb_to_dicom_lab,

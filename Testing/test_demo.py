@@ -78,7 +78,7 @@ def test_demo_files_pass_independent_validators(demo_run: tuple[int, str, Path],
 
 
 def test_dcmqi_reads_the_demo_labelmap_like_our_reader(demo_run: tuple[int, str, Path], tmp_path: Path) -> None:
-    from DICOMLabelmapSegLib.reader import read_segmentation
+    from DICOMLabelmapSegLib.dicom.reader import read_segmentation
 
     _, _, out = demo_run
     path = sorted((out / "rle").glob("*.dcm"))[0]

@@ -16,9 +16,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import slicerio
-from DICOMLabelmapSegLib import fileio
 from DICOMLabelmapSegLib.errors import ImplausibleSizeError, LabelmapSegError, UndescribedLabelError
-from DICOMLabelmapSegLib.labeltable import (
+from DICOMLabelmapSegLib.formats import fileio
+from DICOMLabelmapSegLib.formats.labeltable import (
     LabelFileError,
     apply_terminology_lookup,
     default_color,
@@ -191,7 +191,7 @@ def test_nrrd_in_ras_space_gives_the_same_lps_affine_as_lps(tmp_path: Path) -> N
 
 
 def test_dcmqi_nrrd_is_a_plain_labelmap_on_the_dicom_grid(data_dir: Path) -> None:
-    from DICOMLabelmapSegLib.reader import read_segmentation
+    from DICOMLabelmapSegLib.dicom.reader import read_segmentation
 
     labelmap = fileio.read_segmentation_file(data_dir / "dcmqi" / "liver_seg.nrrd")
     assert labelmap.geometry.shape == (3, 512, 512)
@@ -231,7 +231,7 @@ def test_totalsegmentator_nifti_with_class_table(data_dir: Path, total_classes: 
 
 def test_totalsegmentator_nifti_lies_on_its_dicom_series(data_dir: Path) -> None:
     """Voxel (k, j, i) of the NIfTI is at the same LPS point as DICOM voxel (k, 511 - j, i)."""
-    from DICOMLabelmapSegLib.source import geometry_from_source, read_source_series
+    from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
 
     series = read_source_series(data_dir / "totalsegmentator" / "example_ct_dicom", require_uids=False)
     dicom = geometry_from_source(series)

@@ -29,13 +29,13 @@ import numpy as np
 import pydicom
 import pytest
 from conftest import DATA_DIR
-from DICOMLabelmapSegLib.color import dicom_lab_to_rgb
+from DICOMLabelmapSegLib.dicom.color import dicom_lab_to_rgb
+from DICOMLabelmapSegLib.dicom.reader import read_segmentation
+from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
+from DICOMLabelmapSegLib.dicom.syntax import TransferSyntax
+from DICOMLabelmapSegLib.dicom.writer import ExportOptions, write_labelmap_seg
 from DICOMLabelmapSegLib.errors import LabelmapSegError, SourceImageError
 from DICOMLabelmapSegLib.model import Code, Segment, Segmentation, differences
-from DICOMLabelmapSegLib.reader import read_segmentation
-from DICOMLabelmapSegLib.source import geometry_from_source, read_source_series
-from DICOMLabelmapSegLib.syntax import TransferSyntax
-from DICOMLabelmapSegLib.writer import ExportOptions, write_labelmap_seg
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder, pixel_array
 from pydicom.uid import ImplicitVRLittleEndian

@@ -17,6 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from DICOMLabelmapSegLib.errors import GeometryMismatchError, InvalidSegmentationError
+from DICOMLabelmapSegLib.formats.slicerterm import (
+    DEFAULT_CONTEXT_NAME,
+    DEFAULT_REGION_CONTEXT_NAME,
+    parse_terminology_entry,
+)
 from DICOMLabelmapSegLib.model import (
     Code,
     Geometry,
@@ -29,11 +34,6 @@ from DICOMLabelmapSegLib.model import (
     SeriesInfo,
     Terminology,
     differences,
-)
-from DICOMLabelmapSegLib.slicerterm import (
-    DEFAULT_CONTEXT_NAME,
-    DEFAULT_REGION_CONTEXT_NAME,
-    parse_terminology_entry,
 )
 from mrml_support import SlicerCore, mrml_scene, slicer_core  # noqa: F401  (fixtures)
 from synthetic import make_affine, make_segmentation
@@ -625,8 +625,8 @@ def test_timing_512x512x300_with_100_segments(mrml_scene):
 
 def test_seg_nrrd_through_dicom_labelmap_seg_and_back(slicer_core, mrml_scene, data_dir, tmp_path):
     """Real Slicer segmentation (2 layers) exported as LABELMAP SEG on a CT series of its grid, read back."""
-    writer = pytest.importorskip("DICOMLabelmapSegLib.writer")
-    reader = pytest.importorskip("DICOMLabelmapSegLib.reader")
+    writer = pytest.importorskip("DICOMLabelmapSegLib.dicom.writer")
+    reader = pytest.importorskip("DICOMLabelmapSegLib.dicom.reader")
     from synthetic import make_ct_series
 
     original = _read_seg_nrrd(slicer_core, mrml_scene, data_dir / "slicerio" / "SegmentationOverlapping.seg.nrrd")

@@ -32,10 +32,10 @@ from DICOMLabelmapSegLib import (
     UndescribedLabelError,
     UnsupportedSegmentationError,
     differences,
-    framegroups,
 )
-from DICOMLabelmapSegLib.color import rgb_to_dicom_lab
-from DICOMLabelmapSegLib.reader import describe, read_segmentation, read_segmentations
+from DICOMLabelmapSegLib.dicom import framegroups
+from DICOMLabelmapSegLib.dicom.color import rgb_to_dicom_lab
+from DICOMLabelmapSegLib.dicom.reader import describe, read_segmentation, read_segmentations
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import (
@@ -297,7 +297,7 @@ def test_fractional_is_thresholded_with_warning(data_dir: Path, name: str, caplo
     path = data_dir / "highdicom" / f"{name}.dcm"
     ds = pydicom.dcmread(path)
     values = frames_of(ds)
-    with caplog.at_level(logging.WARNING, logger="DICOMLabelmapSegLib.reader"):
+    with caplog.at_level(logging.WARNING, logger="DICOMLabelmapSegLib.dicom.reader"):
         segmentation = read_segmentation(path)
     assert any("FRACTIONAL" in record.getMessage() for record in caplog.records)
     labels = segmentation.layers[0].labels
@@ -781,8 +781,8 @@ def group_tuple(group: framegroups.FrameGroup) -> tuple:
 def our_labelmap(tmp_path: Path) -> Path:
     """A small LABELMAP written by the project's writer (two layers' worth of segments in one layer)."""
     from DICOMLabelmapSegLib import Geometry
-    from DICOMLabelmapSegLib.source import read_source_series
-    from DICOMLabelmapSegLib.writer import write_labelmap_seg
+    from DICOMLabelmapSegLib.dicom.source import read_source_series
+    from DICOMLabelmapSegLib.dicom.writer import write_labelmap_seg
     from synthetic import make_affine, make_ct_series, make_segmentation
 
     affine = make_affine(oblique=True)
@@ -844,8 +844,8 @@ def test_large_jpeg_ls_labelmap_reads_fast(tmp_path: Path) -> None:
     import time
 
     from DICOMLabelmapSegLib import Geometry, Layer, Segmentation
-    from DICOMLabelmapSegLib.source import read_source_series
-    from DICOMLabelmapSegLib.writer import write_labelmap_seg
+    from DICOMLabelmapSegLib.dicom.source import read_source_series
+    from DICOMLabelmapSegLib.dicom.writer import write_labelmap_seg
     from synthetic import make_affine, make_ct_series, make_segment
 
     shape = (334, 512, 512)
@@ -877,8 +877,7 @@ def test_large_jpeg_ls_labelmap_reads_fast(tmp_path: Path) -> None:
 def test_threaded_decoding_gives_the_same_volume(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch, syntax: str
 ) -> None:
-    from DICOMLabelmapSegLib import pixels
-
+    from DICOMLabelmapSegLib.dicom import pixels
     ds = sparse_uint16(data_dir)
     set_frames(ds, frames_of(ds), syntax)
     serial = read_segmentation(ds, workers=1)
@@ -909,7 +908,7 @@ def test_syntax_without_any_decoder_is_a_missing_codec(data_dir: Path) -> None:
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, JPEGLSLossless, RLELossless])
 def test_labelmap_written_by_highdicom_directly(tmp_path: Path, syntax: str) -> None:
     """highdicom's own LABELMAP output (frames in its order, 'Background' segment 0) reads back exactly."""
-    from DICOMLabelmapSegLib.source import read_source_series
+    from DICOMLabelmapSegLib.dicom.source import read_source_series
     from synthetic import highdicom_labelmap, make_affine, make_ct_series
 
     affine = make_affine(oblique=True)

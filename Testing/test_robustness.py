@@ -28,10 +28,10 @@ from corruptions import (
     write_shared_seeds,
 )
 from DICOMLabelmapSegLib import model
+from DICOMLabelmapSegLib.dicom.reader import read_segmentation
+from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
+from DICOMLabelmapSegLib.dicom.writer import ExportOptions, write_labelmap_seg
 from DICOMLabelmapSegLib.errors import LabelmapSegError, UndescribedLabelError
-from DICOMLabelmapSegLib.reader import read_segmentation
-from DICOMLabelmapSegLib.source import geometry_from_source, read_source_series
-from DICOMLabelmapSegLib.writer import ExportOptions, write_labelmap_seg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synthetic import make_ct_series, make_segmentation

@@ -30,9 +30,9 @@ from DICOMLabelmapSegLib import (
     TransferSyntax,
     differences,
 )
-from DICOMLabelmapSegLib.reader import describe, read_segmentation
-from DICOMLabelmapSegLib.source import read_source_series
-from DICOMLabelmapSegLib.writer import ExportOptions, write_labelmap_seg
+from DICOMLabelmapSegLib.dicom.reader import describe, read_segmentation
+from DICOMLabelmapSegLib.dicom.source import read_source_series
+from DICOMLabelmapSegLib.dicom.writer import ExportOptions, write_labelmap_seg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synthetic import make_affine, make_ct_series, make_segmentation

@@ -113,7 +113,7 @@ def test_ruff_clean():
     ruff = Path(sys.executable).parent / "ruff"
     if not ruff.exists():
         pytest.skip("ruff is not installed in this environment")
-    files = [*SLICER_FILES, MODULE_DIR / "DICOMLabelmapSegLib" / "slicerlogic.py"]
+    files = [*SLICER_FILES, MODULE_DIR / "DICOMLabelmapSegLib" / "app" / "slicerlogic.py"]
     result = subprocess.run([str(ruff), "check", *map(str, files)], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -320,7 +320,7 @@ def test_tags_are_added_not_replaced():
 def test_plugin_registration_follows_slicer_convention():
     sys.path.insert(0, str(MODULE_DIR))
     try:
-        from DICOMLabelmapSegLib import slicerlogic
+        from DICOMLabelmapSegLib.app import slicerlogic
     finally:
         sys.path.remove(str(MODULE_DIR))
     path = MODULE_DIR / "DICOMLabelmapSegPlugin.py"
@@ -449,7 +449,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 sys.path.insert(0, {str(MODULE_DIR)!r})
-from DICOMLabelmapSegLib import slicerlogic
+from DICOMLabelmapSegLib.app import slicerlogic
 specs = slicerlogic.loadableSpecsForFiles([{str(data_dir / 'dcmqi' / 'sparse-labelmap-noppv.dcm')!r}])
 assert len(specs) == 1 and specs[0].segmentationType == 'LABELMAP', specs
 assert 'highdicom' not in sys.modules
@@ -464,7 +464,8 @@ print('ok')
 # that loading/exporting needs Slicer 5.10+ (instead of failing to load the module).
 LOADED_AT_STARTUP = [
     *SLICER_FILES,
-    *(MODULE_DIR / "DICOMLabelmapSegLib" / f"{n}.py" for n in ("__init__", "errors", "model", "syntax", "slicerlogic")),
+    *(MODULE_DIR / "DICOMLabelmapSegLib" / f"{n}.py" for n in (
+        "__init__", "errors", "model", "dicom/__init__", "dicom/syntax", "app/__init__", "app/slicerlogic")),
 ]
 
 
@@ -475,18 +476,20 @@ def test_startup_files_parse_with_python_39_grammar(path):
 
 def test_startup_imports_are_only_the_light_library_modules():
     """The package __init__ and slicerlogic import nothing that needs pydicom 3, highdicom or Python 3.10."""
-    light = {"errors", "model", "syntax"}
-    for name in ("__init__", "slicerlogic"):
+    light = {"errors", "model", "dicom.syntax"}
+    for name, package in (("__init__", ()), ("app/slicerlogic", ("app",))):
         tree = _tree(MODULE_DIR / "DICOMLabelmapSegLib" / f"{name}.py")
-        top_level = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.level == 1]
-        assert {n.module for n in top_level} <= light, f"{name}.py imports {[n.module for n in top_level]} at load"
+        top_level = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.level >= 1]
+        # Relative imports resolved against the library root ("..errors" from app/ is "errors").
+        modules = {".".join([*package[: len(package) - (n.level - 1)], *(n.module or "").split(".")]) for n in top_level}
+        assert modules <= light, f"{name}.py imports {sorted(modules)} at load"
 
 
 def test_requirements_file_lists_what_the_plugin_installs():
     sys.path.insert(0, str(MODULE_DIR))
     try:
-        from DICOMLabelmapSegLib import slicerlogic
-        from DICOMLabelmapSegLib.syntax import TransferSyntax
+        from DICOMLabelmapSegLib.app import slicerlogic
+        from DICOMLabelmapSegLib.dicom.syntax import TransferSyntax
     finally:
         sys.path.remove(str(MODULE_DIR))
     lines = (MODULE_DIR / "Resources" / "requirements.txt").read_text().splitlines()

@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from DICOMLabelmapSegLib import slicerlogic
+from DICOMLabelmapSegLib.app import slicerlogic
+from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
+from DICOMLabelmapSegLib.dicom.syntax import TransferSyntax
+from DICOMLabelmapSegLib.dicom.writer import ExportOptions, write_labelmap_seg
 from DICOMLabelmapSegLib.errors import SourceImageError
 from DICOMLabelmapSegLib.model import differences
-from DICOMLabelmapSegLib.source import geometry_from_source, read_source_series
-from DICOMLabelmapSegLib.syntax import TransferSyntax
-from DICOMLabelmapSegLib.writer import ExportOptions, write_labelmap_seg
 from mrml_support import add_dicom_study_series, mrml_scene, slicer_core  # noqa: F401  (fixtures)
 from synthetic import make_affine, make_ct_series, make_segmentation
 
@@ -94,7 +94,6 @@ def _paths_in_order(ct: list[Path], headers) -> list[Path]:
 def _segmentation_node(core, scene, ct: list[Path], volume, layers=((1, 2), (3, 4))):
     """A two-layer (overlapping) segmentation node on the CT grid, placed in the volume's study."""
     from DICOMLabelmapSegLib import mrml
-
     geometry = geometry_from_source(read_source_series(ct))
     model = make_segmentation(geometry, layers=layers, empty=(4,))
     node = mrml.node_from_segmentation(model, scene, name="Organs", referenceVolumeNode=volume)
@@ -390,7 +389,6 @@ def test_reference_volume_update_decisions(slicer_core, mrml_scene):
 @pytest.mark.parametrize(("syntax", "palette"), [(TransferSyntax.JPEG_LS, False), (TransferSyntax.DEFLATED, True)])
 def test_export_then_load_without_database(slicer_core, mrml_scene, tmp_path, syntax, palette):
     from DICOMLabelmapSegLib import mrml
-
     ct = _ct(tmp_path)
     volume, files = _dicom_volume(slicer_core, mrml_scene, ct)
     node, _ = _segmentation_node(slicer_core, mrml_scene, ct, volume)

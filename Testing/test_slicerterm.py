@@ -6,8 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from DICOMLabelmapSegLib.model import Code, Terminology
-from DICOMLabelmapSegLib.slicerterm import (
+from DICOMLabelmapSegLib.formats.slicerterm import (
     DEFAULT_CONTEXT_NAME,
     DEFAULT_REGION_CONTEXT_NAME,
     format_code,
@@ -15,6 +14,7 @@ from DICOMLabelmapSegLib.slicerterm import (
     parse_code,
     parse_terminology_entry,
 )
+from DICOMLabelmapSegLib.model import Code, Terminology
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

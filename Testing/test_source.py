@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pydicom
 import pytest
+from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
 from DICOMLabelmapSegLib.errors import SourceImageError
-from DICOMLabelmapSegLib.source import geometry_from_source, read_source_series
 from synthetic import make_affine, make_ct_series
 
 

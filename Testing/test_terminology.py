@@ -7,6 +7,13 @@ from io import BytesIO
 
 import pydicom
 import pytest
+from DICOMLabelmapSegLib.dicom.segment import (
+    code_from_item,
+    coded_concept,
+    segment_description,
+    segment_from_description,
+    terminology_from_description,
+)
 from DICOMLabelmapSegLib.errors import InvalidDicomFileError
 from DICOMLabelmapSegLib.model import (
     DEFAULT_TERMINOLOGY,
@@ -14,13 +21,6 @@ from DICOMLabelmapSegLib.model import (
     Segment,
     SegmentAlgorithmType,
     Terminology,
-)
-from DICOMLabelmapSegLib.terminology import (
-    code_from_item,
-    coded_concept,
-    segment_description,
-    segment_from_description,
-    terminology_from_description,
 )
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag

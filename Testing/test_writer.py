@@ -9,8 +9,15 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from DICOMLabelmapSegLib import writer as writer_module
-from DICOMLabelmapSegLib.color import dicom_lab_to_rgb
+from DICOMLabelmapSegLib.dicom import writer as writer_module
+from DICOMLabelmapSegLib.dicom.color import dicom_lab_to_rgb
+from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
+from DICOMLabelmapSegLib.dicom.syntax import TransferSyntax
+from DICOMLabelmapSegLib.dicom.writer import (
+    ExportOptions,
+    create_labelmap_datasets,
+    write_labelmap_seg,
+)
 from DICOMLabelmapSegLib.errors import (
     GeometryMismatchError,
     InvalidSegmentationError,
@@ -22,13 +29,6 @@ from DICOMLabelmapSegLib.errors import (
 )
 from DICOMLabelmapSegLib.geometry import frame_positions
 from DICOMLabelmapSegLib.model import Geometry, Layer, Segment, Segmentation
-from DICOMLabelmapSegLib.source import geometry_from_source, read_source_series
-from DICOMLabelmapSegLib.syntax import TransferSyntax
-from DICOMLabelmapSegLib.writer import (
-    ExportOptions,
-    create_labelmap_datasets,
-    write_labelmap_seg,
-)
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from synthetic import make_affine, make_ct_series, make_segment, make_segmentation
@@ -485,8 +485,8 @@ def test_frames_stored_in_model_slice_order_either_direction(tmp_path, small_ser
 @pytest.mark.parametrize("palette", [False, True])
 def test_round_trip_through_reader(tmp_path, small_series, palette):
     """Cross-check with the project's reader: same geometry, voxels, segments, terminology."""
+    from DICOMLabelmapSegLib.dicom.reader import read_segmentation
     from DICOMLabelmapSegLib.model import differences
-    from DICOMLabelmapSegLib.reader import read_segmentation
 
     paths, geometry = small_series
     segmentation = make_segmentation(geometry, layers=[[1, 2, 7], [300, 5]], empty=[2])
@@ -503,8 +503,8 @@ def test_make_segment_is_deterministic():
 
 def test_automatic_and_semiautomatic_segments_without_algorithm_family(tmp_path, small_series):
     """No family: no identification sequence (Type 3); type and name survive; Background is MANUAL."""
+    from DICOMLabelmapSegLib.dicom.reader import read_segmentation
     from DICOMLabelmapSegLib.model import Code, SegmentAlgorithmType, differences
-    from DICOMLabelmapSegLib.reader import read_segmentation
 
     paths, geometry = small_series
     segmentation = make_segmentation(geometry, layers=[[1, 2, 3, 4], [5]])
@@ -551,8 +551,8 @@ def test_automatic_segment_without_name_gets_the_required_name(tmp_path, small_s
 
 def test_dcmqi_labelmap_re_exports_losslessly(tmp_path, data_dir):
     """dcmqi's LABELMAP (a SEMIAUTOMATIC segment with only an algorithm name) read and written again."""
+    from DICOMLabelmapSegLib.dicom.reader import read_segmentation
     from DICOMLabelmapSegLib.model import differences
-    from DICOMLabelmapSegLib.reader import read_segmentation
 
     segmentation = read_segmentation(data_dir / "dcmqi" / "sparse-labelmap-ppv5.dcm")
     assert segmentation.segments[0].algorithm_family is None and segmentation.segments[0].algorithm_name
@@ -582,7 +582,7 @@ def test_tiny_frames_are_encoded(tmp_path, small_series, rows, columns, dtype, s
 
 def test_jpeg_ls_frame_encoder_every_small_size():
     import jpeg_ls
-    from DICOMLabelmapSegLib.encoding import jpeg_ls_frame
+    from DICOMLabelmapSegLib.dicom.codecs import jpeg_ls_frame
 
     rng = np.random.default_rng(5)
     for dtype in (np.uint8, np.uint16):
@@ -596,7 +596,7 @@ def test_jpeg_ls_frame_encoder_every_small_size():
 def test_jpeg_ls_tiny_frame_without_padded_encoder_is_a_typed_error(monkeypatch):
     """If pyjpegls' extension module changes, the error is ours and says what to do."""
     import _CharLS
-    from DICOMLabelmapSegLib.encoding import jpeg_ls_frame
+    from DICOMLabelmapSegLib.dicom.codecs import jpeg_ls_frame
 
     monkeypatch.delattr(_CharLS, "_encode")
     with pytest.raises(InvalidSegmentationError, match=r"1 x 3 frame.*RLE"):
@@ -606,8 +606,8 @@ def test_jpeg_ls_tiny_frame_without_padded_encoder_is_a_typed_error(monkeypatch)
 @pytest.mark.parametrize("pixel_spacing_of_source", [True, False])
 def test_single_slice_keeps_its_slice_spacing(tmp_path, small_series, pixel_spacing_of_source):
     """highdicom derives 1.0 from a single frame position; the writer stores the grid's spacing."""
+    from DICOMLabelmapSegLib.dicom.reader import read_segmentation
     from DICOMLabelmapSegLib.model import differences
-    from DICOMLabelmapSegLib.reader import read_segmentation
 
     paths, geometry = small_series
     affine = geometry.affine.copy()

@@ -30,30 +30,30 @@ import cases  # noqa: E402
 import worker  # noqa: E402
 
 EXPORT_STAGES = [
-    "DICOMLabelmapSegLib.slicerlogic:exportSegmentation",
+    "DICOMLabelmapSegLib.app.slicerlogic:exportSegmentation",
     "DICOMLabelmapSegLib.mrml:segmentation_from_node",
     "DICOMLabelmapSegLib.mrml:_present_values",
-    "DICOMLabelmapSegLib.writer:write_labelmap_seg",
-    "DICOMLabelmapSegLib.writer:prepare_layers",
+    "DICOMLabelmapSegLib.dicom.writer:write_labelmap_seg",
+    "DICOMLabelmapSegLib.dicom.writer:prepare_layers",
     "DICOMLabelmapSegLib.model:present_labels",
-    "DICOMLabelmapSegLib.source:read_source_series",
-    "DICOMLabelmapSegLib.writer:check_geometry",
-    "DICOMLabelmapSegLib.writer:_highdicom_sources",
-    "DICOMLabelmapSegLib.writer:_spatial_metadata",
-    "DICOMLabelmapSegLib.writer:_highdicom_segmentation",
+    "DICOMLabelmapSegLib.dicom.source:read_source_series",
+    "DICOMLabelmapSegLib.dicom.writer:check_geometry",
+    "DICOMLabelmapSegLib.dicom.writer:_highdicom_sources",
+    "DICOMLabelmapSegLib.dicom.writer:_spatial_metadata",
+    "DICOMLabelmapSegLib.dicom.writer:_highdicom_segmentation",
     "highdicom.seg.sop:Segmentation._check_and_cast_pixel_array",
     "highdicom.image:_Image._prepare_spatial_metadata",
     "highdicom.frame:encode_frame",
-    "DICOMLabelmapSegLib.writer:order_frames",
+    "DICOMLabelmapSegLib.dicom.writer:order_frames",
     "pydicom.dataset:Dataset.save_as",
 ]
 IMPORT_STAGES = [
-    "DICOMLabelmapSegLib.slicerlogic:segmentationFromFiles",
-    "DICOMLabelmapSegLib.reader:read_segmentation",
+    "DICOMLabelmapSegLib.app.slicerlogic:segmentationFromFiles",
+    "DICOMLabelmapSegLib.dicom.reader:read_segmentation",
     "pydicom.filereader:dcmread",
-    "DICOMLabelmapSegLib.pixels:decode_labelmap_frames",
+    "DICOMLabelmapSegLib.dicom.pixels:decode_labelmap_frames",
     "DICOMLabelmapSegLib.model:present_labels",
-    "DICOMLabelmapSegLib.slicerlogic:nodeFromSegmentation",
+    "DICOMLabelmapSegLib.app.slicerlogic:nodeFromSegmentation",
     "DICOMLabelmapSegLib.mrml:node_from_segmentation",
 ]
 
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import peers
     import slicerenv
-    from DICOMLabelmapSegLib import mrml, writer
-
+    from DICOMLabelmapSegLib import mrml
+    from DICOMLabelmapSegLib.dicom import writer
     cache = BENCH_DIR / "results" / "cache"
     case = cases.prepare(args.case, cache)
     fmt = peers.all_formats()[f"ours-node-{args.syntax}"]

@@ -189,7 +189,7 @@ def total_size(files: list[Path]) -> int:
 
 
 def _syntax(value: str) -> Any:
-    from DICOMLabelmapSegLib.syntax import TransferSyntax
+    from DICOMLabelmapSegLib.dicom.syntax import TransferSyntax
 
     return TransferSyntax.parse(value)
 
@@ -207,21 +207,21 @@ class OursNumpy(Format):
         self.label = f"ours, numpy -> {syntax}{suffix}"
 
     def available(self) -> str | None:
-        return _missing("DICOMLabelmapSegLib.writer", "DICOMLabelmapSegLib.reader")
+        return _missing("DICOMLabelmapSegLib.dicom.writer", "DICOMLabelmapSegLib.dicom.reader")
 
     def setup_export(self, case: PreparedCase, truth: Segmentation) -> Any:
-        from DICOMLabelmapSegLib.writer import ExportOptions
+        from DICOMLabelmapSegLib.dicom.writer import ExportOptions
 
         return truth, case.source_files, ExportOptions(**_options(self.syntax, self.workers))
 
     def export(self, state: Any, out_dir: Path) -> list[Path]:
-        from DICOMLabelmapSegLib.writer import write_labelmap_seg
+        from DICOMLabelmapSegLib.dicom.writer import write_labelmap_seg
 
         truth, sources, options = state
         return [Path(p) for p in write_labelmap_seg(truth, sources, out_dir, options)]
 
     def import_(self, state: Any, files: list[Path]) -> Any:
-        from DICOMLabelmapSegLib.reader import read_segmentation
+        from DICOMLabelmapSegLib.dicom.reader import read_segmentation
 
         return read_segmentation(files)
 
@@ -230,7 +230,7 @@ class OursNumpy(Format):
 
 
 def _options(syntax: str, workers: int) -> dict[str, Any]:
-    from DICOMLabelmapSegLib.writer import ExportOptions
+    from DICOMLabelmapSegLib.dicom.writer import ExportOptions
 
     options: dict[str, Any] = {"transfer_syntax": _syntax(syntax)}
     if workers and "workers" in {f.name for f in dataclasses.fields(ExportOptions)}:
@@ -264,21 +264,20 @@ class OursNode(Format):
         self.label = f"ours, node -> {syntax}"
 
     def available(self) -> str | None:
-        return _missing("slicer", "DICOMLabelmapSegLib.writer", "DICOMLabelmapSegLib.reader",
-                        "DICOMLabelmapSegLib.mrml", "DICOMLabelmapSegLib.slicerlogic")
+        return _missing("slicer", "DICOMLabelmapSegLib.dicom.writer", "DICOMLabelmapSegLib.dicom.reader",
+                        "DICOMLabelmapSegLib.mrml", "DICOMLabelmapSegLib.app.slicerlogic")
 
     def setup_export(self, case: PreparedCase, truth: Segmentation) -> Any:
         import slicerenv
         from DICOMLabelmapSegLib import mrml
-        from DICOMLabelmapSegLib.writer import ExportOptions
+        from DICOMLabelmapSegLib.dicom.writer import ExportOptions
 
         env = slicerenv.boot()
         node = mrml.node_from_segmentation(truth, env.scene, name=case.name)
         return node, [str(f) for f in case.source_files], ExportOptions(**_options(self.syntax, 0))
 
     def export(self, state: Any, out_dir: Path) -> list[Path]:
-        from DICOMLabelmapSegLib import slicerlogic
-
+        from DICOMLabelmapSegLib.app import slicerlogic
         node, sources, options = state
         arguments = {"segmentationNode": node, "referenceVolumeNode": None, "sourceFiles": sources,
                      "outputDirectory": out_dir, "options": options}
@@ -292,14 +291,12 @@ class OursNode(Format):
         return slicerenv.boot()
 
     def import_(self, state: Any, files: list[Path]) -> Any:
-        from DICOMLabelmapSegLib import slicerlogic
-
+        from DICOMLabelmapSegLib.app import slicerlogic
         segmentation = slicerlogic.segmentationFromFiles([str(f) for f in files])
         return slicerlogic.nodeFromSegmentation(segmentation, state.scene, "imported")
 
     def check(self, truth: Segmentation, result: Any) -> Check:
         from DICOMLabelmapSegLib import mrml
-
         return check_model(truth, mrml.segmentation_from_node(result))
 
 
@@ -320,7 +317,7 @@ class OursNodeProposal(OursNode):
 
     def setup_export(self, case: PreparedCase, truth: Segmentation) -> Any:
         import prototype_fast_export as proto
-        from DICOMLabelmapSegLib.writer import ExportOptions
+        from DICOMLabelmapSegLib.dicom.writer import ExportOptions
 
         node, sources, _ = super().setup_export(case, truth)
         proto.use_source_positions(sources)
@@ -354,8 +351,8 @@ class Highdicom(Format):
         """Read the source headers (timed, as in our export), relabel to 1..n, hd.seg.Segmentation, save."""
         import highdicom as hd
         import pydicom
+        from DICOMLabelmapSegLib.dicom.segment import segment_description
         from DICOMLabelmapSegLib.geometry import slice_normal
-        from DICOMLabelmapSegLib.terminology import segment_description
         from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
 
         truth, files = state
@@ -573,7 +570,6 @@ class DcmqiBinarySlicer(Format):
     def setup_export(self, case: PreparedCase, truth: Segmentation) -> Any:
         import slicerenv
         from DICOMLabelmapSegLib import mrml
-
         env = slicerenv.boot()
         node = mrml.node_from_segmentation(truth, env.scene, name=case.name)
         return env, node, case.source_files
@@ -583,7 +579,6 @@ class DcmqiBinarySlicer(Format):
         import slicerenv
         import vtk
         from DICOMLabelmapSegLib import mrml
-
         env, node, sources = state
         segmentation = node.GetSegmentation()
         ids = vtk.vtkStringArray()
@@ -663,7 +658,6 @@ class DcmqiBinarySlicer(Format):
 
     def check(self, truth: Segmentation, result: Any) -> Check:
         from DICOMLabelmapSegLib import mrml
-
         return check_model(truth, mrml.segmentation_from_node(result))
 
 
@@ -683,7 +677,6 @@ class SlicerSegNrrd(Format):
     def setup_export(self, case: PreparedCase, truth: Segmentation) -> Any:
         import slicerenv
         from DICOMLabelmapSegLib import mrml
-
         env = slicerenv.boot()
         return env, mrml.node_from_segmentation(truth, env.scene, name=case.name)
 
@@ -707,7 +700,6 @@ class SlicerSegNrrd(Format):
 
     def check(self, truth: Segmentation, result: Any) -> Check:
         from DICOMLabelmapSegLib import mrml
-
         return check_model(truth, mrml.segmentation_from_node(result))
 
 

@@ -100,8 +100,8 @@ class Patches:
     """Install/remove the proposal's patches on the library modules."""
 
     def __init__(self) -> None:
-        from DICOMLabelmapSegLib import model, mrml, writer
-
+        from DICOMLabelmapSegLib import model, mrml
+        from DICOMLabelmapSegLib.dicom import writer
         self.model, self.mrml, self.writer = model, mrml, writer
         self.originals = {
             (model, "present_labels"): model.present_labels,
@@ -221,9 +221,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import peers
     import slicerenv
-    from DICOMLabelmapSegLib import mrml, slicerlogic, writer
+    from DICOMLabelmapSegLib import mrml
+    from DICOMLabelmapSegLib.app import slicerlogic
+    from DICOMLabelmapSegLib.dicom import writer
+    from DICOMLabelmapSegLib.dicom.reader import read_segmentation
     from DICOMLabelmapSegLib.model import differences
-    from DICOMLabelmapSegLib.reader import read_segmentation
 
     cache = BENCH_DIR / "results" / "cache"
     case = cases.prepare(args.case, cache)

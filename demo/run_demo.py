@@ -39,15 +39,15 @@ from DICOMLabelmapSegLib import (  # noqa: E402
     TransferSyntax,
     differences,
 )
-from DICOMLabelmapSegLib.fileio import read_segmentation_file  # noqa: E402
-from DICOMLabelmapSegLib.labeltable import (  # noqa: E402
+from DICOMLabelmapSegLib.dicom.reader import read_segmentation  # noqa: E402
+from DICOMLabelmapSegLib.dicom.source import read_source_series  # noqa: E402
+from DICOMLabelmapSegLib.dicom.writer import ExportOptions, write_labelmap_seg  # noqa: E402
+from DICOMLabelmapSegLib.formats.fileio import read_segmentation_file  # noqa: E402
+from DICOMLabelmapSegLib.formats.labeltable import (  # noqa: E402
     apply_terminology_lookup,
     read_label_table,
     terminology_lookup_from_slicer_json,
 )
-from DICOMLabelmapSegLib.reader import read_segmentation  # noqa: E402
-from DICOMLabelmapSegLib.source import read_source_series  # noqa: E402
-from DICOMLabelmapSegLib.writer import ExportOptions, write_labelmap_seg  # noqa: E402
 
 #: UIDs that the TotalSegmentator example CT has blank (it was de-identified by emptying them).
 _BLANK_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
@@ -197,7 +197,7 @@ def export_binary(segmentation: Segmentation, source_dir: Path, out: Path, repea
     """The same segments as a classic BINARY SEG (highdicom; uncompressed, then Deflated), for comparison."""
     try:
         import highdicom as hd
-        from DICOMLabelmapSegLib.terminology import segment_description
+        from DICOMLabelmapSegLib.dicom.segment import segment_description
         from pydicom.uid import DeflatedExplicitVRLittleEndian
     except ImportError as error:
         print(f"(BINARY comparison skipped: {error})")

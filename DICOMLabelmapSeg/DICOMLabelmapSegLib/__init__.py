@@ -8,6 +8,7 @@ Adapters above it: :mod:`.mrml` (Slicer MRML, imported only inside Slicer or sli
 
 import logging
 
+from .dicom.syntax import TransferSyntax
 from .errors import (
     CorruptPixelDataError,
     GeometryMismatchError,
@@ -36,7 +37,6 @@ from .model import (
     Terminology,
     differences,
 )
-from .syntax import TransferSyntax
 
 __version__ = "0.1.0"
 

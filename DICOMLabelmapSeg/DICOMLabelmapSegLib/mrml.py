@@ -51,6 +51,12 @@ import vtk
 from vtk.util import numpy_support
 
 from .errors import GeometryMismatchError, InvalidSegmentationError
+from .formats.slicerterm import (
+    SEGMENT_TAG_NAMES,
+    TERMINOLOGY_ENTRY_TAG,
+    segment_fields_from_tags,
+    segment_tags,
+)
 from .model import (
     Geometry,
     Layer,
@@ -60,12 +66,6 @@ from .model import (
     SeriesInfo,
     label_dtype,
     present_labels,
-)
-from .slicerterm import (
-    SEGMENT_TAG_NAMES,
-    TERMINOLOGY_ENTRY_TAG,
-    segment_fields_from_tags,
-    segment_tags,
 )
 
 __all__ = [

@@ -8,7 +8,7 @@ Registered as ctest ``py_DICOMLabelmapSegFailureTest``.
 import os
 
 import slicer
-from DICOMLabelmapSegLib import slicerlogic
+from DICOMLabelmapSegLib.app import slicerlogic
 from DICOMLib import DICOMUtils
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import LabelmapSegError, SourceImageError
-from .syntax import TransferSyntax
+from ..dicom.syntax import TransferSyntax
+from ..errors import LabelmapSegError, SourceImageError
 
 logger = logging.getLogger(__name__)
 
@@ -624,7 +624,7 @@ def exportOptions(settings: Mapping[str, Any], tags: Mapping[str, str] | None = 
 
     Raises ValueError with a user-readable message for a series number that is not a positive integer.
     """
-    from .writer import ExportOptions
+    from ..dicom.writer import ExportOptions
 
     tags = tags or {}
     seriesNumberText = str(tags.get("SeriesNumber") or DEFAULT_SERIES_NUMBER).strip()
@@ -669,8 +669,8 @@ def exportSegmentation(
     One instance per layer. Raises a :class:`~.errors.LabelmapSegError` with a user-readable
     message on failure; nothing is left in ``outputDirectory`` then (the writer is atomic).
     """
-    from .mrml import segmentation_from_node
-    from .writer import write_labelmap_seg
+    from ..dicom.writer import write_labelmap_seg
+    from ..mrml import segmentation_from_node
 
     options.transfer_syntax.require_encoder()
     if not sourceFiles:
@@ -683,7 +683,7 @@ def exportSegmentation(
 
 def findVolumeForSeries(scene: Any, seriesInstanceUID: str) -> Any:
     """A volume node already in the scene that was loaded from this DICOM series, or None."""
-    from .mrml import find_series_node
+    from ..mrml import find_series_node
 
     node = find_series_node(scene, seriesInstanceUID) if seriesInstanceUID else None
     if node is None or not node.IsA("vtkMRMLScalarVolumeNode") or node.GetScene() is None:
@@ -701,7 +701,7 @@ def referencedSeriesToLoad(scene: Any, spec: LoadableSpec, seriesInDatabase: Cal
 
 def segmentationFromFiles(files: Sequence[str]) -> Any:
     """Read one SEG series (all its files) into the model; typed errors with clear messages."""
-    from .reader import read_segmentation
+    from ..dicom.reader import read_segmentation
 
     return read_segmentation([str(f) for f in files])
 
@@ -713,7 +713,7 @@ def nodeFromSegmentation(
 
     ``placeInSubjectHierarchy=False`` when the DICOM plugin places it (``addSeriesInSubjectHierarchy``).
     """
-    from .mrml import node_from_segmentation
+    from ..mrml import node_from_segmentation
 
     node = node_from_segmentation(
         segmentation, scene, name=name, referenceVolumeNode=referenceVolume,
@@ -753,7 +753,7 @@ def loadSegFilesWithoutDatabase(paths: Sequence[str], scene: Any) -> list[Any]:
     """
     import slicer
 
-    from .reader import read_segmentations
+    from ..dicom.reader import read_segmentations
 
     files = expandPaths(paths)
     segmentations = read_segmentations(files) if files else []

@@ -6,7 +6,7 @@ import enum
 import importlib.util
 from dataclasses import dataclass
 
-from .errors import MissingCodecError
+from ..errors import MissingCodecError
 
 
 @dataclass(frozen=True)

@@ -50,20 +50,20 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pydicom.valuerep import format_number_as_ds
 
-from . import __version__
-from .encoding import jpeg_2000_frame, jpeg_ls_frame
-from .errors import (
+from .. import __version__
+from ..errors import (
     GeometryMismatchError,
     InvalidSegmentationError,
     LabelmapSegError,
     OverlappingSegmentsError,
     TooManyLabelsError,
 )
-from .geometry import frame_positions, plane_attributes
-from .model import MAX_LABEL_VALUE, Geometry, Layer, Segmentation, label_dtype
+from ..geometry import frame_positions, plane_attributes
+from ..model import MAX_LABEL_VALUE, Geometry, Layer, Segmentation, label_dtype
+from .codecs import jpeg_2000_frame, jpeg_ls_frame
+from .segment import long_string, segment_description
 from .source import PathOrFiles, is_valid_uid, read_source_series, source_planes
 from .syntax import TransferSyntax
-from .terminology import long_string, segment_description
 
 logger = logging.getLogger(__name__)
 

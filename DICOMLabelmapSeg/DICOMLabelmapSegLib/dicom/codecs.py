@@ -18,7 +18,7 @@ import io
 
 import numpy as np
 
-from .errors import InvalidSegmentationError
+from ..errors import InvalidSegmentationError
 
 #: Frames with fewer raw bytes than this go straight to the padded CharLS call.
 _JPEG_LS_SMALL_FRAME_BYTES = 256

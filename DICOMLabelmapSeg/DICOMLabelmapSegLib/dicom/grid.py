@@ -11,10 +11,10 @@ import logging
 
 import numpy as np
 
-from .errors import GeometryMismatchError, ImplausibleSizeError, UnsupportedSegmentationError
-from .geometry import affine_from_plane, slice_normal
-from .model import Geometry, SegmentationType
-from .segheader import Header, instance_name
+from ..errors import GeometryMismatchError, ImplausibleSizeError, UnsupportedSegmentationError
+from ..geometry import affine_from_plane, slice_normal
+from ..model import Geometry, SegmentationType
+from .header import Header, instance_name
 
 logger = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ import re
 import highdicom as hd
 from pydicom.dataset import Dataset
 
+from ..errors import InvalidDicomFileError
+from ..model import DEFAULT_TERMINOLOGY, Code, Segment, SegmentAlgorithmType, Terminology
 from .color import dicom_lab_to_rgb, rgb_to_dicom_lab
-from .errors import InvalidDicomFileError
-from .model import DEFAULT_TERMINOLOGY, Code, Segment, SegmentAlgorithmType, Terminology
 
 logger = logging.getLogger(__name__)
 

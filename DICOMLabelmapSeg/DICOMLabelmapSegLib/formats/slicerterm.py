@@ -34,8 +34,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import LabelmapSegError
-from .model import DEFAULT_TERMINOLOGY, Code, Segment, SegmentAlgorithmType, Terminology
+from ..errors import LabelmapSegError
+from ..model import DEFAULT_TERMINOLOGY, Code, Segment, SegmentAlgorithmType, Terminology
 
 __all__ = [
     "DEFAULT_CONTEXT_NAME",

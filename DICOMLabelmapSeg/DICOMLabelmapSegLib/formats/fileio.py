@@ -38,7 +38,16 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .errors import GeometryMismatchError, ImplausibleSizeError, LabelmapSegError, TooManyLabelsError
+from ..errors import GeometryMismatchError, ImplausibleSizeError, LabelmapSegError, TooManyLabelsError
+from ..model import (
+    MAX_LABEL_VALUE,
+    Geometry,
+    Layer,
+    Segment,
+    Segmentation,
+    label_dtype,
+    present_labels,
+)
 from .labeltable import (
     LABEL_TABLE_FORMAT,
     LabelFileError,
@@ -48,15 +57,6 @@ from .labeltable import (
     parse_label_table,
     read_label_table,
     write_label_table,
-)
-from .model import (
-    MAX_LABEL_VALUE,
-    Geometry,
-    Layer,
-    Segment,
-    Segmentation,
-    label_dtype,
-    present_labels,
 )
 from .slicerterm import segment_fields_from_tags, segment_tags
 

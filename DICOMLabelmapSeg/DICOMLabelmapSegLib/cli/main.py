@@ -25,9 +25,9 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import __version__
-from .errors import LabelmapSegError
-from .syntax import TransferSyntax
+from .. import __version__
+from ..dicom.syntax import TransferSyntax
+from ..errors import LabelmapSegError
 
 logger = logging.getLogger(__name__)
 
@@ -185,10 +185,10 @@ def run_case(case: ExportCase | ImportCase, debug: bool = False, progress: Progr
 
 
 def _export(case: ExportCase, progress: Progress | None) -> list[Any]:
-    from .fileio import read_segmentation_file
-    from .labeltable import apply_terminology_lookup, read_label_table, terminology_lookup_from_slicer_json
-    from .source import read_source_series
-    from .writer import ExportOptions, write_labelmap_seg
+    from ..dicom.source import read_source_series
+    from ..dicom.writer import ExportOptions, write_labelmap_seg
+    from ..formats.fileio import read_segmentation_file
+    from ..formats.labeltable import apply_terminology_lookup, read_label_table, terminology_lookup_from_slicer_json
 
     if len(case.inputs) != 1:
         raise LabelmapSegError(f"{case.name}: export takes one segmentation file per case, got {len(case.inputs)}.")
@@ -211,8 +211,8 @@ def _export(case: ExportCase, progress: Progress | None) -> list[Any]:
 
 
 def _import(case: ImportCase, progress: Progress | None) -> list[Any]:
-    from .fileio import write_segmentation_file
-    from .reader import read_segmentations
+    from ..dicom.reader import read_segmentations
+    from ..formats.fileio import write_segmentation_file
 
     if progress:
         progress(0.0, "reading")
@@ -411,7 +411,7 @@ def _command_import(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
 
 def _command_info(args: argparse.Namespace, stdout: TextIO) -> int:
-    from .reader import describe
+    from ..dicom.reader import describe
 
     failures = 0
     everything: list[dict[str, Any]] = []

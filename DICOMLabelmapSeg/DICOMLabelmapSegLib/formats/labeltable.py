@@ -37,8 +37,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .errors import LabelmapSegError
-from .model import (
+from ..errors import LabelmapSegError
+from ..model import (
     DEFAULT_TERMINOLOGY,
     Code,
     Segment,

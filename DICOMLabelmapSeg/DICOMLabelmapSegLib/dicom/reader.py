@@ -29,8 +29,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from . import framegroups, pixels
-from .errors import (
+from ..errors import (
     CorruptPixelDataError,
     GeometryMismatchError,
     ImplausibleSizeError,
@@ -39,8 +38,7 @@ from .errors import (
     UndescribedLabelError,
     UnsupportedSegmentationError,
 )
-from .framegrid import MAX_VOXELS, check_voxels, series_grid
-from .model import (
+from ..model import (
     Geometry,
     Layer,
     ReferencedSeries,
@@ -50,7 +48,9 @@ from .model import (
     SeriesInfo,
     label_dtype,
 )
-from .segheader import (
+from . import framegroups, pixels
+from .grid import MAX_VOXELS, check_voxels, series_grid
+from .header import (
     LABELMAP_SEGMENTATION_STORAGE,
     SEG_SOP_CLASSES,
     SEGMENTATION_STORAGE,

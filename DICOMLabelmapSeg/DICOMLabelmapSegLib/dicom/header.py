@@ -18,15 +18,15 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from . import framegroups, pixels
-from .errors import (
+from ..errors import (
     GeometryMismatchError,
     InvalidDicomFileError,
     LabelmapSegError,
     UnsupportedSegmentationError,
 )
-from .model import Segment, SegmentationType
-from .terminology import segment_from_description
+from ..model import Segment, SegmentationType
+from . import framegroups, pixels
+from .segment import segment_from_description
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import numpy as np
 import pydicom
 from pydicom.uid import UID
 
-from .errors import CorruptPixelDataError, LabelmapSegError, MissingCodecError
+from ..errors import CorruptPixelDataError, LabelmapSegError, MissingCodecError
 from .syntax import TransferSyntax
 
 #: Native (uncompressed) transfer syntaxes: implicit/explicit VR little endian, deflated

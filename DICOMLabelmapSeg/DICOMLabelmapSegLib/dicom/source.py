@@ -20,9 +20,9 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from .errors import GeometryMismatchError, SourceImageError
-from .geometry import affine_from_plane, slice_indices, slice_normal
-from .model import Geometry
+from ..errors import GeometryMismatchError, SourceImageError
+from ..geometry import affine_from_plane, slice_indices, slice_normal
+from ..model import Geometry
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The ``dicom-labelmap-seg`` command line: ``main.main(argv) -> int``, also ``python -m DICOMLabelmapSegLib.cli``."""
