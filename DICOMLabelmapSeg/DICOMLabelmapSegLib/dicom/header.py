@@ -183,11 +183,8 @@ def _parse_header_unguarded(instance: Instance) -> Header:
             f"{where} is a {segmentation_type.value} segmentation with Bits Allocated {bits}; the standard allows "
             f"{' or '.join(map(str, allowed_bits[segmentation_type]))}."
         )
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if samples != 1:
-        raise InvalidDicomFileError(f"{where} has Samples per Pixel {samples}; segmentations have 1.")
+    photometric = _check_pixel_description(ds, where, segmentation_type, bits)
     layout = pixels.FrameLayout(rows, columns, bits, frames)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2") or "MONOCHROME2").strip().upper()
     padding = ds.get("PixelPaddingValue")
     padding = int(padding) if isinstance(padding, int) else None
 
@@ -213,6 +210,51 @@ def _parse_header_unguarded(instance: Instance) -> Header:
         unsupported=unsupported,
         source_sop_uids=source_uids,
     )
+
+
+#: Photometric Interpretations each segmentation type allows (PS3.3 C.8.20.2; LABELMAP: Sup 243).
+ALLOWED_PHOTOMETRIC = {
+    SegmentationType.LABELMAP: ("MONOCHROME2", "PALETTE COLOR"),
+    SegmentationType.BINARY: ("MONOCHROME2",),
+    SegmentationType.FRACTIONAL: ("MONOCHROME2",),
+}
+
+
+def _check_pixel_description(ds: Dataset, where: str, segmentation_type: SegmentationType, bits: int) -> str:
+    """Check the Image Pixel attributes a segmentation type fixes; return the Photometric Interpretation.
+
+    Samples per Pixel 1, Pixel Representation 0 (unsigned), Bits Stored = Bits Allocated and
+    High Bit = Bits Stored - 1 are the only values a SEG may have: anything else would make the
+    pixel values mean something else (e.g. signed FRACTIONAL values >= 128 turn negative). An
+    absent attribute is taken to have its only allowed value.
+    """
+
+    def present(keyword: str) -> Any:
+        value = ds.get(keyword)
+        return None if value is None or value == "" else value
+
+    fixed = {"SamplesPerPixel": 1, "PixelRepresentation": 0, "BitsStored": bits, "HighBit": bits - 1}
+    for keyword, allowed in fixed.items():
+        value = present(keyword)
+        try:
+            number = None if value is None else int(value)
+        except (TypeError, ValueError) as error:
+            raise InvalidDicomFileError(f"{where} has {keyword} {quoted(value)}, which is not a number.") from error
+        if number is not None and number != allowed:
+            raise InvalidDicomFileError(
+                f"{where} is a {segmentation_type.value} segmentation with {keyword} {number}; the standard allows "
+                f"only {allowed} (with Bits Allocated {bits}), and the pixel values cannot be read as labels. "
+                "The file is invalid; export it again with a conforming tool."
+            )
+    photometric = str(present("PhotometricInterpretation") or "MONOCHROME2").strip().upper()
+    allowed_photometric = ALLOWED_PHOTOMETRIC[segmentation_type]
+    if photometric not in allowed_photometric:
+        raise InvalidDicomFileError(
+            f"{where} is a {segmentation_type.value} segmentation with Photometric Interpretation "
+            f"{quoted(photometric)}; the standard allows only {' or '.join(allowed_photometric)}. "
+            "The file is invalid; export it again with a conforming tool."
+        )
+    return photometric
 
 
 def _unsupported_reason(ds: Dataset, where: str) -> str | None:

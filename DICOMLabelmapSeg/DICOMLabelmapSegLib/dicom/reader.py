@@ -15,6 +15,7 @@ typed :class:`~.errors.LabelmapSegError` that says what is wrong and what to do.
 
 from __future__ import annotations
 
+import filecmp
 import logging
 import math
 import os
@@ -49,7 +50,7 @@ from ..model import (
     label_dtype,
 )
 from . import framegroups, pixels
-from .grid import MAX_VOXELS, check_voxels, series_grid
+from .grid import MAX_VOXELS, check_bytes, check_voxels, series_grid
 from .header import (
     LABELMAP_SEGMENTATION_STORAGE,
     SEG_SOP_CLASSES,
@@ -175,6 +176,8 @@ def read_segmentation(
     fractional_threshold: float = 0.5,
     max_voxels: int = MAX_VOXELS,
     workers: int = 1,
+    max_bytes: int | None = None,
+    max_slices: int | None = None,
 ) -> Segmentation:
     """Read ONE DICOM SEG series into a :class:`~.model.Segmentation`.
 
@@ -192,6 +195,12 @@ def read_segmentation(
         Frame decoding threads; 0 means ``os.cpu_count()``. Default 1: the codec wrappers
         (pyjpegls, pylibjpeg-openjpeg) hold the GIL while decoding, and threads measured no
         faster on a 512 x 512 x 334 JPEG-LS or RLE label map.
+    max_bytes: int | None
+        Bytes reading may allocate; by default 75% of the memory available when reading starts
+        (bounded by the process's address-space limit).
+    max_slices: int | None
+        Slices the grid may have; by default max(10,000, 100 x the slices that have frames), so
+        that a few frames millions of slices apart (a damaged position) are refused.
 
     Raises
     ------
@@ -207,7 +216,9 @@ def read_segmentation(
             f"The input holds {len(series)} segmentation series ({listed}); read_segmentation reads one. "
             "Pass the files of one series, or use read_segmentations."
         )
-    return _guarded(_read_series, next(iter(series.values())), fractional_threshold, max_voxels, workers)
+    _check_threshold(fractional_threshold)
+    limits = _Limits(max_voxels, max_bytes, max_slices)
+    return _guarded(_read_series, next(iter(series.values())), fractional_threshold, limits, workers)
 
 
 def read_segmentations(
@@ -216,6 +227,8 @@ def read_segmentations(
     fractional_threshold: float = 0.5,
     max_voxels: int = MAX_VOXELS,
     workers: int = 1,
+    max_bytes: int | None = None,
+    max_slices: int | None = None,
 ) -> list[Segmentation]:
     """Read every DICOM SEG series found in ``sources`` (grouped by Series Instance UID).
 
@@ -223,10 +236,34 @@ def read_segmentations(
     files that are not DICOM SEG are skipped even when named directly (a mixed list of files,
     e.g. a whole study, can be given). Parameters as :func:`read_segmentation`.
     """
+    _check_threshold(fractional_threshold)
+    limits = _Limits(max_voxels, max_bytes, max_slices)
     series = _group_series(_load(sources, headers_only=False, lenient=True))
     return [
-        _guarded(_read_series, instances, fractional_threshold, max_voxels, workers) for instances in series.values()
+        _guarded(_read_series, instances, fractional_threshold, limits, workers) for instances in series.values()
     ]
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """The sanity bounds of one read (see :func:`read_segmentation`)."""
+
+    max_voxels: int = MAX_VOXELS
+    max_bytes: int | None = None
+    max_slices: int | None = None
+
+
+def _check_threshold(fractional_threshold: float) -> None:
+    """A FRACTIONAL threshold must be a number in (0, 1]: 0 or less keeps everything, above 1 nothing."""
+    try:
+        value = float(fractional_threshold)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise ValueError(
+            f"The fractional threshold must be a number greater than 0 and at most 1 (got {fractional_threshold!r}); "
+            "0.5 means a voxel belongs to a segment if it is at least half covered."
+        )
 
 
 def describe(sources: Sources) -> list[SeriesDescription]:
@@ -407,7 +444,7 @@ def _check_sop_class(ds: Dataset, what: str) -> None:
 
 def _group_series(instances: list[Instance]) -> dict[str, list[Instance]]:
     series: dict[str, list[Instance]] = {}
-    seen: set[str] = set()
+    seen: dict[str, Instance] = {}
     for instance in instances:
         uid = str(instance.ds.get("SeriesInstanceUID", "") or "")
         if not uid:
@@ -416,27 +453,56 @@ def _group_series(instances: list[Instance]) -> dict[str, list[Instance]]:
             )
         sop_uid = str(instance.ds.get("SOPInstanceUID", "") or "")
         if sop_uid and sop_uid in seen:
-            continue  # the same instance given twice
-        seen.add(sop_uid)
+            first = seen[sop_uid]
+            if _same_content(first, instance):
+                continue  # the same instance given twice (e.g. a copy in another folder)
+            raise InvalidDicomFileError(
+                f"{_location(first)} and {_location(instance)} have the same SOP Instance UID {quoted(sop_uid, 70)} "
+                "but different content; one of them is not what its UID says. Remove the wrong file, or read them "
+                "separately."
+            )
+        seen[sop_uid] = instance
         series.setdefault(uid, []).append(instance)
     return series
+
+
+def _location(instance: Instance) -> str:
+    """The quoted path of an instance for messages that must tell two files apart."""
+    return f"'{instance.path}'" if instance.path else "a given dataset"
+
+
+def _same_content(first: Instance, second: Instance) -> bool:
+    """True if two instances with one SOP Instance UID are byte-identical copies (or one dataset twice)."""
+    if first.path and second.path:
+        a, b = Path(first.path), Path(second.path)
+        try:
+            if a.samefile(b):
+                return True
+            if a.stat().st_size != b.stat().st_size:
+                return False
+            return filecmp.cmp(a, b, shallow=False)
+        except OSError:
+            return False
+    if first.path is None and second.path is None:
+        return first.ds is second.ds or first.ds == second.ds
+    return False
 
 
 # ---------------------------------------------------------------------------- reading a series
 
 
-def _read_series(
-    instances: list[Instance], fractional_threshold: float, max_voxels: int, workers: int
-) -> Segmentation:
+def _read_series(instances: list[Instance], fractional_threshold: float, limits: _Limits, workers: int) -> Segmentation:
+    max_voxels = limits.max_voxels
     headers = sorted_headers(instances)
     check_series_consistency(headers)
     for header in headers:
         if header.unsupported:
             raise UnsupportedSegmentationError(header.unsupported)
         _check_frame_budget(header, max_voxels)
-    geometry, slice_indices = series_grid(headers, max_voxels)
+    geometry, slice_indices = series_grid(headers, max_voxels, limits.max_slices)
     layers_needed = len(headers) if headers[0].segmentation_type == SegmentationType.LABELMAP else 1
     check_voxels(*geometry.shape, layers_needed, max_voxels)
+    check_bytes(_bytes_needed(headers, geometry), "this segmentation", limits.max_bytes)
     if headers[0].segmentation_type == SegmentationType.LABELMAP:
         layers = [
             _read_labelmap_layer(header, geometry, indices, workers) for header, indices in zip(headers, slice_indices)
@@ -449,6 +515,17 @@ def _read_series(
         referenced_series=_referenced_series(headers),
         series_info=_series_info(headers),
     )
+
+
+def _bytes_needed(headers: list[Header], geometry: Geometry) -> int:
+    """Bytes the volumes and decode buffers of a series take at least (before anything is allocated)."""
+    volume = int(np.prod(geometry.shape))
+    if headers[0].segmentation_type == SegmentationType.LABELMAP:
+        # one label volume per layer, plus one decoded frame at a time
+        return sum(volume * h.layout.dtype.itemsize + h.layout.frame_bytes for h in headers)
+    # all frames decoded at once (one byte per pixel) plus the boolean masks, and at least one layer
+    frames = sum(h.layout.number_of_frames * h.layout.rows * h.layout.columns for h in headers)
+    return 2 * frames + volume
 
 
 def _check_frame_budget(header: Header, max_voxels: int) -> None:
