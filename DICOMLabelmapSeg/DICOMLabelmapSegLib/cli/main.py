@@ -14,6 +14,7 @@ import dataclasses
 import enum
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -708,11 +709,22 @@ def _add_import_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument(
         "--fractional-threshold",
-        type=float,
+        type=_fraction,
         default=0.5,
         metavar="T",
         help="FRACTIONAL SEGs: a voxel belongs to a segment when its fraction is at least T (0-1).",
     )
+
+
+def _fraction(text: str) -> float:
+    """A number in (0, 1] (NaN, 0, negatives and numbers above 1 would keep everything or nothing)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise argparse.ArgumentTypeError(f"'{text}' must be greater than 0 and at most 1")
+    return value
 
 
 def _positive_int(text: str) -> int:
