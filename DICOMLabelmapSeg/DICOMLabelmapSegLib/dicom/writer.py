@@ -26,8 +26,8 @@ source grid; every frame is kept (``omit_empty_frames=False``) so the full exten
   so it checks the voxels with one ``max()``; source headers are copied without decoding
   them. The output is the same as without these shortcuts (tested).
 * Files are named ``<SeriesNumber>_<InstanceNumber>_<SOPInstanceUID>.dcm`` and written
-  atomically: each to a temporary name in the output folder, then renamed; if anything
-  fails, every file of the call is removed.
+  atomically as one set (:mod:`..atomic`): all renamed once all are complete; if anything
+  fails, nothing new remains.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import importlib.resources
 import logging
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +50,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pydicom.valuerep import format_number_as_ds
 
 from .. import __version__
+from ..atomic import AtomicFiles
 from ..errors import (
     GeometryMismatchError,
     InvalidSegmentationError,
@@ -152,44 +152,21 @@ def write_labelmap_seg(
 ) -> list[Path]:
     """Write the LABELMAP SEG series of ``segmentation`` into ``output_dir``; return the files in instance order.
 
-    Atomic: files are written under temporary names and renamed when complete; on any
-    error every file this call wrote (renamed or not) is removed before the error propagates,
-    and ``output_dir`` too if this call created it and it is empty.
+    Atomic (:class:`~DICOMLabelmapSegLib.atomic.AtomicFiles`): files are written under temporary
+    names and all renamed once every one is complete; on any error nothing new remains in
+    ``output_dir`` (nor ``output_dir`` itself if this call created it).
     ``progress(fraction, message)`` is called as layers are encoded and written.
     """
     output_dir = Path(output_dir)
-    created = not output_dir.exists()
-    output_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    temporary: Path | None = None
-    try:
+    with AtomicFiles() as files:
         for ds in _iter_datasets(segmentation, source_images, options, progress):
             name = f"{int(ds.SeriesNumber)}_{int(ds.InstanceNumber)}_{ds.SOPInstanceUID}.dcm"
-            handle, temp_name = tempfile.mkstemp(prefix=".", suffix=".dcm.partial", dir=output_dir)
-            os.close(handle)
-            temporary = Path(temp_name)
-            ds.save_as(temporary, enforce_file_format=True)
-            with open(temporary, "rb+") as stream:
-                os.fsync(stream.fileno())  # on disk before it gets its final name
             final = output_dir / name
-            os.replace(temporary, final)
-            temporary = None
+            ds.save_as(files.temporary(final), enforce_file_format=True)
             written.append(final)
             if progress is not None:
                 progress(len(written) / len(segmentation.layers), f"Wrote {name}")
-    except BaseException:
-        for path in [temporary, *written]:
-            if path is not None:
-                try:
-                    path.unlink()
-                except FileNotFoundError:
-                    pass
-        if created:
-            try:
-                output_dir.rmdir()  # only if still empty
-            except OSError:
-                pass
-        raise
     return written
 
 

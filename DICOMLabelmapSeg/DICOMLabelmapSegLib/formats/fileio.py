@@ -27,10 +27,10 @@ axis directions in reverse order; NIfTI affines are RAS and are converted with d
 from __future__ import annotations
 
 import bz2
+import gzip
 import logging
 import os
 import re
-import tempfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -38,6 +38,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ..atomic import AtomicFiles, write_atomically
 from ..errors import GeometryMismatchError, ImplausibleSizeError, LabelmapSegError, TooManyLabelsError
 from ..model import (
     MAX_LABEL_VALUE,
@@ -54,9 +55,9 @@ from .labeltable import (
     LabelTable,
     default_color,
     default_segment,
+    label_table_bytes,
     parse_label_table,
     read_label_table,
-    write_label_table,
 )
 from .slicerterm import segment_fields_from_tags, segment_tags
 
@@ -257,7 +258,8 @@ def write_seg_nrrd(segmentation: Segmentation, path: str | os.PathLike[str], com
     header_text += "".join(f"{key}: {value}\n" for key, value in fields)
     header_text += "".join(f"{key}:={value}\n" for key, value in custom)
     payload = _gzip(data.astype("<" + np.dtype(dtype).str[1:], copy=False).tobytes(order="C"), compression_level)
-    return _atomic_write(path, [header_text.encode("utf-8"), b"\n", payload])
+    write_atomically({path: [header_text.encode("utf-8"), b"\n", payload]})
+    return path
 
 
 def _segment_from_fields(fields: Mapping[str, str], index: int, path: Path) -> Segment:
@@ -529,19 +531,18 @@ def write_nifti(segmentation: Segmentation, path: str | os.PathLike[str], sideca
     image.set_sform(affine, code=1)
     image.header.set_xyzt_units("mm")
     image.header.set_intent("label")
-    suffix = ".nii.gz" if path.name.lower().endswith(".nii.gz") else ".nii"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(descriptor)
-    try:
-        image.to_filename(temporary)
+    compressed = path.name.lower().endswith(".nii.gz")
+    with AtomicFiles() as files:
+        with open(files.temporary(path), "wb") as handle:
+            if compressed:  # as nibabel's own .nii.gz writer: level 1, no time stamp
+                with gzip.GzipFile(filename="", mode="wb", fileobj=handle, compresslevel=1, mtime=0) as stream:
+                    image.to_file_map({"image": nib.FileHolder(fileobj=stream)})
+            else:
+                image.to_file_map({"image": nib.FileHolder(fileobj=handle)})
         written = [path]
         if sidecar:
-            written.append(write_label_table([layer.segments for layer in segmentation.layers], sidecar_path(path)))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+            written.append(sidecar_path(path))
+            files.write_bytes(written[-1], label_table_bytes([layer.segments for layer in segmentation.layers]))
     return written
 
 
@@ -877,17 +878,3 @@ def _vector(values: Sequence[float]) -> str:
 def _gzip(data: bytes, level: int) -> bytes:
     compressor = zlib.compressobj(level, zlib.DEFLATED, zlib.MAX_WBITS | 16)
     return compressor.compress(data) + compressor.flush()
-
-
-def _atomic_write(path: Path, chunks: Sequence[bytes]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path

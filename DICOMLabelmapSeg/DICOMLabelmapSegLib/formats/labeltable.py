@@ -31,12 +31,12 @@ import colorsys
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_atomically
 from ..errors import LabelmapSegError
 from ..model import (
     DEFAULT_TERMINOLOGY,
@@ -358,23 +358,15 @@ def label_table_document(layers: Iterable[Iterable[Segment]]) -> dict[str, Any]:
     return {"format": LABEL_TABLE_FORMAT, "version": LABEL_TABLE_VERSION, "segments": segments}
 
 
+def label_table_bytes(layers: Iterable[Iterable[Segment]]) -> bytes:
+    """The segment-list JSON label table of ``layers`` as UTF-8 bytes (what :func:`write_label_table` writes)."""
+    return (json.dumps(label_table_document(layers), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
 def write_label_table(layers: Iterable[Iterable[Segment]], path: str | os.PathLike[str]) -> Path:
     """Write the segments of each layer as a segment-list JSON label table, atomically."""
-    text = json.dumps(label_table_document(layers), indent=2, ensure_ascii=False) + "\n"
-    return atomic_write_bytes(Path(path), text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    path = Path(path)
+    write_atomically({path: label_table_bytes(layers)})
     return path
 
 
