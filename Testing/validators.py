@@ -305,3 +305,20 @@ def dcmjs_parse(path: str | Path) -> dict:
     if result.returncode != 0:
         raise ValidationFailure(f"dcmjs could not parse {path}:\n{result.stderr.strip()}")
     return json.loads(result.stdout)
+
+
+# ---- our own conformance checker (dicom/check.py) ---------------------------------------------
+
+
+def assert_check_clean(path: str | Path) -> None:
+    """Raise :class:`ValidationFailure` if ``dicom-labelmap-seg check`` finds an error or warning in ``path``.
+
+    Every SEG the tests write goes through this (the brief: every file we write passes our own
+    ``check`` with no error). Info findings (e.g. omitted empty slices) are allowed.
+    """
+    from DICOMLabelmapSegLib.dicom.check import Severity, check_file
+
+    findings = [f for f in check_file(path) if f.severity != Severity.INFO]
+    if findings:
+        lines = "\n".join(f"  {f.severity.value} {f.rule.value}: {f.message}" for f in findings)
+        raise ValidationFailure(f"check found problems in {path}:\n{lines}")
