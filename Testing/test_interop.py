@@ -33,7 +33,8 @@ from DICOMLabelmapSegLib.dicom.color import dicom_lab_to_rgb
 from DICOMLabelmapSegLib.dicom.reader import read_segmentation
 from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
 from DICOMLabelmapSegLib.dicom.syntax import TransferSyntax
-from DICOMLabelmapSegLib.dicom.writer import ExportOptions, write_labelmap_seg
+from DICOMLabelmapSegLib.dicom.options import ExportOptions
+from DICOMLabelmapSegLib.dicom.writer import write_labelmap_seg
 from DICOMLabelmapSegLib.errors import LabelmapSegError, SourceImageError
 from DICOMLabelmapSegLib.model import Code, Segment, Segmentation, differences
 from pydicom.dataset import Dataset

@@ -32,7 +32,8 @@ from DICOMLabelmapSegLib import (
 )
 from DICOMLabelmapSegLib.dicom.reader import describe, read_segmentation
 from DICOMLabelmapSegLib.dicom.source import read_source_series
-from DICOMLabelmapSegLib.dicom.writer import ExportOptions, write_labelmap_seg
+from DICOMLabelmapSegLib.dicom.options import ExportOptions
+from DICOMLabelmapSegLib.dicom.writer import write_labelmap_seg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synthetic import make_affine, make_ct_series, make_segmentation

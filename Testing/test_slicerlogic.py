@@ -19,7 +19,8 @@ import pytest
 from DICOMLabelmapSegLib.app import slicerlogic
 from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
 from DICOMLabelmapSegLib.dicom.syntax import TransferSyntax
-from DICOMLabelmapSegLib.dicom.writer import ExportOptions, write_labelmap_seg
+from DICOMLabelmapSegLib.dicom.options import ExportOptions
+from DICOMLabelmapSegLib.dicom.writer import write_labelmap_seg
 from DICOMLabelmapSegLib.errors import SourceImageError
 from DICOMLabelmapSegLib.model import differences
 from mrml_support import add_dicom_study_series, mrml_scene, slicer_core  # noqa: F401  (fixtures)

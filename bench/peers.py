@@ -210,7 +210,7 @@ class OursNumpy(Format):
         return _missing("DICOMLabelmapSegLib.dicom.writer", "DICOMLabelmapSegLib.dicom.reader")
 
     def setup_export(self, case: PreparedCase, truth: Segmentation) -> Any:
-        from DICOMLabelmapSegLib.dicom.writer import ExportOptions
+        from DICOMLabelmapSegLib.dicom.options import ExportOptions
 
         return truth, case.source_files, ExportOptions(**_options(self.syntax, self.workers))
 
@@ -230,7 +230,7 @@ class OursNumpy(Format):
 
 
 def _options(syntax: str, workers: int) -> dict[str, Any]:
-    from DICOMLabelmapSegLib.dicom.writer import ExportOptions
+    from DICOMLabelmapSegLib.dicom.options import ExportOptions
 
     options: dict[str, Any] = {"transfer_syntax": _syntax(syntax)}
     if workers and "workers" in {f.name for f in dataclasses.fields(ExportOptions)}:
@@ -270,7 +270,7 @@ class OursNode(Format):
     def setup_export(self, case: PreparedCase, truth: Segmentation) -> Any:
         import slicerenv
         from DICOMLabelmapSegLib import mrml
-        from DICOMLabelmapSegLib.dicom.writer import ExportOptions
+        from DICOMLabelmapSegLib.dicom.options import ExportOptions
 
         env = slicerenv.boot()
         node = mrml.node_from_segmentation(truth, env.scene, name=case.name)
@@ -317,7 +317,7 @@ class OursNodeProposal(OursNode):
 
     def setup_export(self, case: PreparedCase, truth: Segmentation) -> Any:
         import prototype_fast_export as proto
-        from DICOMLabelmapSegLib.dicom.writer import ExportOptions
+        from DICOMLabelmapSegLib.dicom.options import ExportOptions
 
         node, sources, _ = super().setup_export(case, truth)
         proto.use_source_positions(sources)

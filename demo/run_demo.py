@@ -41,7 +41,8 @@ from DICOMLabelmapSegLib import (  # noqa: E402
 )
 from DICOMLabelmapSegLib.dicom.reader import read_segmentation  # noqa: E402
 from DICOMLabelmapSegLib.dicom.source import read_source_series  # noqa: E402
-from DICOMLabelmapSegLib.dicom.writer import ExportOptions, write_labelmap_seg  # noqa: E402
+from DICOMLabelmapSegLib.dicom.options import ExportOptions  # noqa: E402
+from DICOMLabelmapSegLib.dicom.writer import write_labelmap_seg  # noqa: E402
 from DICOMLabelmapSegLib.formats.fileio import read_segmentation_file  # noqa: E402
 from DICOMLabelmapSegLib.formats.labeltable import (  # noqa: E402
     apply_terminology_lookup,

@@ -187,7 +187,8 @@ def run_case(case: ExportCase | ImportCase, debug: bool = False, progress: Progr
 
 def _export(case: ExportCase, progress: Progress | None) -> list[Any]:
     from ..dicom.source import read_source_series
-    from ..dicom.writer import ExportOptions, write_labelmap_seg
+    from ..dicom.options import ExportOptions
+    from ..dicom.writer import write_labelmap_seg
     from ..formats.fileio import read_segmentation_file
     from ..formats.labeltable import apply_terminology_lookup, read_label_table, terminology_lookup_from_slicer_json
 

@@ -39,7 +39,6 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import highdicom as hd
@@ -49,7 +48,6 @@ from pydicom.encaps import encapsulate, generate_frames
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian
 from pydicom.valuerep import format_number_as_ds
 
-from .. import __version__
 from ..atomic import AtomicFiles
 from ..errors import (
     GeometryMismatchError,
@@ -61,8 +59,9 @@ from ..errors import (
 from ..geometry import frame_positions, plane_attributes
 from ..model import MAX_LABEL_VALUE, Geometry, Layer, Segmentation, label_dtype
 from .codecs import jpeg_2000_frame, jpeg_ls_frame
+from .options import ExportOptions
 from .segment import long_string, segment_description
-from .source import PathOrFiles, is_valid_uid, read_source_series, source_planes
+from .source import PathOrFiles, read_source_series, source_planes
 from .syntax import TransferSyntax
 
 logger = logging.getLogger(__name__)
@@ -84,39 +83,6 @@ _MAX_PLACEHOLDERS = 1024
 _PLACEHOLDER_LABEL = "unused"
 #: Frames of fewer raw bytes are JPEG-LS encoded by us: pyjpegls' own buffer (2x the frame) is too small for them.
 _PYJPEGLS_MIN_BYTES = 256
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """How to write a LABELMAP SEG series.
-
-    ``transfer_syntax`` also accepts the short names and UIDs of :class:`TransferSyntax`.
-    ``workers`` is passed to highdicom (0: encode frames in this process).
-    """
-
-    transfer_syntax: TransferSyntax = TransferSyntax.JPEG_LS
-    palette_color: bool = False
-    series_description: str = "Segmentation"
-    series_number: int = 300
-    series_instance_uid: str | None = None
-    content_label: str = "SEGMENTATION"
-    content_description: str | None = None
-    content_creator_name: str | None = None
-    manufacturer: str = "DICOMLabelmapSeg"
-    manufacturer_model_name: str = "DICOMLabelmapSeg"
-    software_versions: str = field(default=__version__)
-    device_serial_number: str = "0"
-    workers: int = 0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "transfer_syntax", TransferSyntax.parse(self.transfer_syntax))
-        if not 0 <= int(self.series_number) <= 2**31 - 1:
-            raise ValueError(f"Series number {self.series_number} must be a non-negative 32-bit integer.")
-        if self.series_instance_uid is not None and not is_valid_uid(self.series_instance_uid):
-            raise ValueError(
-                f"Series Instance UID '{self.series_instance_uid}' is not a valid UID (digits and dots, "
-                "no leading zeros, at most 64 characters); leave it empty to generate one."
-            )
 
 
 def create_labelmap_datasets(
