@@ -10,7 +10,7 @@
 #   make clean       caches and outputs; `make distclean` also removes the virtual environments
 #
 # Every target installs what it needs first (idempotent; a no-op when already done):
-# .venv with `pip install -e .[test,mrml]`, Debian's dcmtk (validator), dcmjs in Testing/js (validator).
+# .venv with `pip install -e .[test,mrml,pacs,dask]`, Debian's dcmtk (validator), dcmjs in Testing/js (validator).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -51,11 +51,11 @@ setup: setup-python setup-tools
 setup-python: $(STAMP)
 
 $(STAMP):
-	@echo "==> Python environment $(VENV) (pip install -e .[test,mrml])"
+	@echo "==> Python environment $(VENV) (pip install -e .[test,mrml,pacs,dask])"
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else "Python >= 3.10 is needed (highdicom); set PYTHON=...")'
 	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test,mrml]"
+	$(PY) -m pip install --quiet -e ".[test,mrml,pacs,dask]"
 	@rm -f $(VENV)/.setup-*
 	@touch $@
 

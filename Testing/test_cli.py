@@ -125,7 +125,7 @@ def test_help_has_examples_and_exit_codes(capsys, command: list[str]) -> None:
         ["frobnicate"],
         ["export", "x.nii.gz"],  # no --reference / -o
         ["export", "a.nii.gz", "b.nii.gz", "c.nii.gz", "-r", "r1", "-r", "r2", "-o", "out"],
-        ["export", "x.nii.gz", "-r", "ct", "-o", "out", "--syntax", "jpeg-xl"],
+        ["export", "x.nii.gz", "-r", "ct", "-o", "out", "--syntax", "jpeg-xr"],
         ["import", "x.dcm", "-o", "out.seg.nrrd", "--jobs", "0"],
         ["import", "x.dcm", "-o", "out.mha"],
     ],
@@ -335,8 +335,8 @@ def test_export_import_is_voxel_for_voxel_identical(case, tmp_path: Path, capsys
     [
         ("input,output\n", "lists no cases"),
         ("name,thing\nx,y\n", "'input'"),
-        ("command,input,output\nfrobnicate,a,b\n", "not 'export' or 'import'"),
-        ("input,reference,output,syntax\na,ct,out,jpeg-xl\n", "Unknown transfer syntax"),
+        ("command,input,output\nfrobnicate,a,b\n", "is not 'export', 'import' or 'convert'"),
+        ("input,reference,output,syntax\na,ct,out,jpeg-xr\n", "Unknown transfer syntax"),
         ("input,output\nseg,out.mha\n", "is not .seg.nrrd"),
     ],
 )
