@@ -337,3 +337,51 @@ def series_fingerprint(files: Sequence[str | os.PathLike[str]]) -> str:
 def expected_series_uid(files: Sequence[str | os.PathLike[str]], settings: ConvertSettings) -> str:
     """The Series Instance UID a deterministic conversion of ``files`` with ``settings`` gets."""
     return derived_uid(*read_input_headers(files).sop_instance_uids, settings.fingerprint())
+
+
+def binary_dataset(files: Sequence[str | os.PathLike[str]]) -> Dataset:
+    """One BINARY SEG instance holding every segment of the SEG series ``files`` (for receivers without LABELMAP).
+
+    Segments are renumbered 1..n in layer order (BINARY numbers must be unique and consecutive);
+    names, colors, terminology and algorithm are kept; references as in :func:`convert_datasets`.
+    UIDs are derived from the input's.
+    """
+    import highdicom as hd
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    from ..dicom.reader import read_segmentation
+    from ..dicom.segment import segment_description
+
+    segmentation = read_segmentation([os.fspath(f) for f in files])
+    source = read_input_headers(files)
+    first = source.first
+    masks, descriptions = [], []
+    for layer in segmentation.layers:
+        for segment in layer.segments:
+            number = len(descriptions) + 1
+            masks.append(layer.labels == segment.label_value)
+            descriptions.append(segment_description(dataclasses.replace(segment, label_value=number)))
+    pixels = np.stack(masks, axis=-1)
+    uids = source.sop_instance_uids
+    ds = hd.seg.Segmentation(
+        source_images=stand_in_sources(segmentation.geometry, first),
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=descriptions,
+        series_instance_uid=derived_uid(*uids, "binary series"),
+        series_number=int(first.get("SeriesNumber") or 1) or 1,
+        sop_instance_uid=derived_uid(*uids, "binary instance"),
+        instance_number=1,
+        manufacturer=str(first.get("Manufacturer") or "DICOMLabelmapSeg"),
+        manufacturer_model_name=str(first.get("ManufacturerModelName") or "DICOMLabelmapSeg"),
+        software_versions=str(first.get("SoftwareVersions") or "0"),
+        device_serial_number=str(first.get("DeviceSerialNumber") or "0"),
+        content_label=str(first.get("ContentLabel") or "SEGMENTATION"),
+        content_description=f"BINARY from LABELMAP SEG {first.SOPInstanceUID}"[:64],
+        series_description=str(first.get("SeriesDescription") or "Segmentation"),
+        transfer_syntax_uid=ExplicitVRLittleEndian,
+        omit_empty_frames=False,
+    )
+    _restore_references(ds, source, _frame_references(source.headers))
+    _make_deterministic(ds, first, derived_uid(*uids, "binary dimensions"))
+    return ds

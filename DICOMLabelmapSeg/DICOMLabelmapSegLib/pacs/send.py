@@ -94,6 +94,10 @@ def _send_dimse(datasets: list[tuple[str, Dataset]], receiver: Receiver, fallbac
             ae.add_requested_context(sop_class, syntax)
     assoc = ae.associate(receiver.host, receiver.port, ae_title=receiver.ae_title)
     if not assoc.is_established:
+        if assoc.is_aborted and not assoc.is_rejected:  # it answered, but accepted none of our contexts
+            refused = ", ".join(sorted(wanted))
+            hint = " (add --fallback binary to send a BINARY SEG instead)" if LABELMAP_SOP_CLASS in wanted else ""
+            raise SendError(f"{receiver} does not accept SOP Class {refused}{hint}.")
         raise SendError(f"{receiver}: no association (is the server running, is the AE title right?).")
     report = SendReport(str(receiver))
     try:

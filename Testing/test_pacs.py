@@ -1,0 +1,151 @@
+"""PACS in and out against a real Orthanc (Debian's orthanc + orthanc-dicomweb), started on loopback ports.
+
+Orthanc 1.10 (DCMTK 3.6.7) does not know the LABELMAP SOP Class: its C-STORE refuses it (the
+fallback test), its STOW-RS accepts it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import validators
+from DICOMLabelmapSegLib.app.convert import ConvertSettings, convert_series
+from DICOMLabelmapSegLib.cli import main as cli
+from DICOMLabelmapSegLib.dicom.reader import read_segmentation
+from DICOMLabelmapSegLib.pacs import parse_receiver, send_files
+from DICOMLabelmapSegLib.pacs.send import SendError
+
+PLUGIN_CANDIDATES = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _dicomweb_plugin() -> str | None:
+    for candidate in PLUGIN_CANDIDATES:
+        if Path(candidate).is_file():
+            return candidate
+    if shutil.which("dpkg"):
+        listed = subprocess.run(["dpkg", "-L", "orthanc-dicomweb"], capture_output=True, text=True).stdout.split()
+        return next((p for p in listed if p.endswith(".so") and "DicomWeb" in p), None)
+    return None
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    """A running Orthanc: (http base URL, dimse URL); stopped after the module."""
+    binary = validators.tool_path("Orthanc") or (shutil.which("Orthanc", path="/usr/sbin:/usr/bin"))
+    plugin = _dicomweb_plugin()
+    if binary is None or plugin is None:
+        validators.unavailable("Orthanc with its DICOMweb plugin not found: apt-get install orthanc orthanc-dicomweb")
+    root = tmp_path_factory.mktemp("orthanc")
+    http_port, dicom_port = _free_port(), _free_port()
+    config = {
+        "Name": "test", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
+        "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False, "HttpServerEnabled": True, "DicomServerEnabled": True,
+        "Plugins": [plugin], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}, "DicomAlwaysAllowStore": True,
+    }
+    (root / "orthanc.json").write_text(json.dumps(config))
+    log = open(root / "orthanc.log", "w")  # noqa: SIM115 - closed at teardown
+    process = subprocess.Popen([binary, str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{http_port}"
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(base + "/system", timeout=1).read()
+                break
+            except OSError:
+                if process.poll() is not None:
+                    pytest.fail(f"Orthanc exited: {(root / 'orthanc.log').read_text()[-2000:]}")
+                time.sleep(0.1)
+        else:
+            pytest.fail("Orthanc did not start within 10 s")
+        yield {"http": base, "dicomweb": f"dicomweb+{base}/dicom-web", "dimse": f"dimse://ORTHANC@127.0.0.1:{dicom_port}"}
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def labelmap(tmp_path_factory, data_dir: Path) -> list[Path]:
+    """partial_overlaps.dcm (dcmqi, 5 overlapping BINARY segments) converted to a 3-layer JPEG-LS LABELMAP."""
+    out = tmp_path_factory.mktemp("labelmap")
+    return convert_series([data_dir / "dcmqi" / "partial_overlaps.dcm"], out, ConvertSettings())
+
+
+def _masks(segmentation) -> dict[str, np.ndarray]:
+    return {s.name: layer.labels == s.label_value for layer in segmentation.layers for s in layer.segments}
+
+
+def _instances(base: str) -> list[str]:
+    return json.loads(urllib.request.urlopen(base + "/instances", timeout=5).read())
+
+
+def test_receiver_urls() -> None:
+    assert parse_receiver("dimse://PACS@host:11112").port == 11112
+    assert parse_receiver("dicomweb+http://h:8042/dicom-web").url == "http://h:8042/dicom-web"
+    for bad in ("http://h/x", "dimse://host:104", "dimse://A@h:notaport"):
+        with pytest.raises(ValueError):
+            parse_receiver(bad)
+
+
+def test_stow_rs_accepts_labelmap_and_convert_from_dicomweb_round_trips(orthanc, labelmap, data_dir, tmp_path):
+    report = send_files(labelmap, orthanc["dicomweb"])
+    assert [how for _, how in report.sent] == ["as is"] * 3
+    stored = pydicom.dcmread(labelmap[0], stop_before_pixels=True)
+    # QIDO-RS + WADO-RS: fetch the LABELMAP series back and convert it again (LABELMAP -> LABELMAP)
+    code = cli.main(["convert", "--from", orthanc["dicomweb"], "--series", str(stored.SeriesInstanceUID),
+                     "-o", str(tmp_path / "again"), "-q", "-j", "1"])
+    assert code == 0
+    again = read_segmentation(sorted((tmp_path / "again").glob("*.dcm")))
+    expected = _masks(read_segmentation(data_dir / "dcmqi" / "partial_overlaps.dcm"))
+    actual = _masks(again)
+    assert sorted(actual) == sorted(expected)
+    assert all(np.array_equal(actual[name], expected[name]) for name in expected)
+
+
+def test_c_store_refuses_labelmap_without_fallback(orthanc, labelmap) -> None:
+    before = len(_instances(orthanc["http"]))
+    with pytest.raises(SendError, match="--fallback binary"):
+        send_files(labelmap, orthanc["dimse"])
+    assert len(_instances(orthanc["http"])) == before
+
+
+def test_c_store_falls_back_to_binary_with_the_same_segments(orthanc, labelmap, data_dir, tmp_path) -> None:
+    report = send_files(labelmap[:1], orthanc["dimse"], fallback="binary")
+    assert [how for _, how in report.sent] == ["as BINARY SEG (LABELMAP refused)"]
+    binary_uid = None
+    for instance in _instances(orthanc["http"]):
+        tags = json.loads(urllib.request.urlopen(f"{orthanc['http']}/instances/{instance}/simplified-tags").read())
+        if tags.get("SOPClassUID") == "1.2.840.10008.5.1.4.1.1.66.4":
+            binary_uid = instance
+    assert binary_uid is not None
+    data = urllib.request.urlopen(f"{orthanc['http']}/instances/{binary_uid}/file").read()
+    (tmp_path / "binary.dcm").write_bytes(data)
+    first_layer = read_segmentation(labelmap[:1])
+    back = _masks(read_segmentation(tmp_path / "binary.dcm"))
+    expected = _masks(first_layer)
+    assert sorted(back) == sorted(expected)
+    assert all(np.array_equal(back[name], expected[name]) for name in expected)
+
+
+def test_cli_send_exit_codes(orthanc, labelmap, capsys) -> None:
+    assert cli.main(["send", str(labelmap[0]), "--to", orthanc["dimse"]]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--fallback binary" in err
+    assert cli.main(["send", str(labelmap[0]), "--to", "ftp://nowhere"]) == 1
+    assert cli.main(["send", str(labelmap[0]), "--to", orthanc["dicomweb"]]) == 0
