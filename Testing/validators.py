@@ -14,6 +14,7 @@ is raised with the tool's own message.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -322,3 +323,72 @@ def assert_check_clean(path: str | Path) -> None:
     if findings:
         lines = "\n".join(f"  {f.severity.value} {f.rule.value}: {f.message}" for f in findings)
         raise ValidationFailure(f"check found problems in {path}:\n{lines}")
+
+
+# ---- cornerstone3D (@cornerstonejs/adapters, OHIF's SEG loader, in Node) -------------------------
+
+
+class CornerstoneRefused(ValidationFailure):
+    """cornerstone3D's loader raised an error for the file (the message is its own)."""
+
+
+def cornerstone_labels(
+    seg_path: str | Path, source: list, path: str = "buffer", frames: np.ndarray | None = None
+) -> tuple[np.ndarray, str]:
+    """The labels @cornerstonejs/adapters puts in its labelmap for each image of ``source`` (stack order).
+
+    Parameters
+    ----------
+    seg_path: str | Path
+        The SEG file.
+    source: list of pydicom.Dataset
+        The referenced image series (headers), in the order of the stack cornerstone3D is given.
+    path: str
+        ``"buffer"``: ``createLabelmapsFromDICOMBuffer`` (the adapters decode the pixel data);
+        ``"frames"``: ``createLabelmapsFromSegImageIds`` with ``decodeImageData`` handing over ``frames``
+        (what OHIF's image loader passes: one typed array per frame, of the file's bit depth).
+    frames: numpy.ndarray | None
+        ``(frames, rows, columns)`` decoded pixel data in file order, for ``path="frames"``.
+
+    Returns
+    -------
+    (numpy.ndarray, str)
+        ``(len(source), rows, columns)`` uint16 labels, and the name of cornerstone's typed array.
+    """
+    node = shutil.which("node")
+    if node is None:
+        unavailable("'node' not found: apt-get install nodejs npm (or run `make setup`)")
+    if not (JS_DIR / "node_modules" / "@cornerstonejs" / "adapters").is_dir():
+        unavailable(f"@cornerstonejs/adapters is not installed: cd {JS_DIR} && npm ci (or run `make setup`)")
+    references = [
+        {
+            "sopInstanceUID": str(ds.SOPInstanceUID),
+            "seriesInstanceUID": str(ds.SeriesInstanceUID),
+            "frameOfReferenceUID": str(ds.FrameOfReferenceUID),
+            "rows": int(ds.Rows),
+            "columns": int(ds.Columns),
+            "imagePositionPatient": [float(v) for v in ds.ImagePositionPatient],
+            "imageOrientationPatient": [float(v) for v in ds.ImageOrientationPatient],
+            "pixelSpacing": [float(v) for v in ds.PixelSpacing],
+            "sliceThickness": float(ds.get("SliceThickness", 1) or 1),
+        }
+        for ds in source
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        references_path = Path(tmp) / "references.json"
+        references_path.write_text(json.dumps(references))
+        command = [node, str(JS_DIR / "cornerstone_seg.mjs"), str(seg_path), str(references_path), path]
+        if path == "frames":
+            frames_path = Path(tmp) / "frames.raw"
+            frames_path.write_bytes(np.ascontiguousarray(frames).astype(frames.dtype.newbyteorder("<")).tobytes())
+            command.append(str(frames_path))
+        result = _run(command)  # type: ignore[arg-type]
+    if result.returncode != 0:
+        raise CornerstoneRefused(f"cornerstone3D could not read {seg_path}:\n{result.stderr.strip()[:2000]}")
+    summary = json.loads(result.stdout)
+    rows, columns = references[0]["rows"], references[0]["columns"]
+    labels = np.stack([
+        np.frombuffer(base64.b64decode(image["values"]), dtype="<u2").reshape(rows, columns)
+        for image in summary["labels"]
+    ])
+    return labels, summary["labels"][0]["type"]
