@@ -1,4 +1,7 @@
-"""Shared pytest fixtures: where the real test data is, and temporary output folders."""
+"""Shared pytest fixtures: where the real test data is, and temporary output folders.
+
+The MRML fixtures (``slicer_core``, ``mrml_scene``) come from the plugin module mrml_support.py.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import os
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["mrml_support"]
 
 
 def _find_data_dir() -> Path | None:

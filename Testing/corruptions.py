@@ -593,8 +593,8 @@ OUR_SEEDS = {
 
 def write_our_seeds(out_dir: Path, shape: tuple[int, int, int] = (4, 10, 12)) -> dict[str, Path]:
     """Write small valid SEG files with our writer (one per :data:`OUR_SEEDS` entry); label -> path."""
-    from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
     from DICOMLabelmapSegLib.dicom.options import ExportOptions
+    from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
     from DICOMLabelmapSegLib.dicom.writer import write_labelmap_seg
     from synthetic import make_ct_series, make_segmentation
 

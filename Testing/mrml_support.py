@@ -9,11 +9,8 @@ Subject Hierarchy and Volumes module logics. It also provides the names that
 ``volumes``, ``subjecthierarchy``). Inside the real Slicer application nothing is
 replaced: its scene and logics are used.
 
-Use it from any test module (``Testing/`` is on ``sys.path`` because it holds
-``conftest.py``)::
-
-    # ruff: noqa: F811  (the imported fixtures are redefined as test parameters)
-    from mrml_support import mrml_scene, slicer_core  # noqa: F401  (pytest fixtures)
+The fixtures are registered for every test by ``pytest_plugins = ["mrml_support"]`` in
+``conftest.py``; a test module just names them::
 
     def test_something(mrml_scene):
         node = mrml_scene.AddNewNodeByClass("vtkMRMLSegmentationNode")

@@ -4,7 +4,6 @@ Real files from ../shared/data (slicerio, TotalSegmentator, dcmqi); geometry is 
 against values read from the files' headers and from the DICOM series they belong to.
 """
 
-# ruff: noqa: F811  (pytest fixtures imported from mrml_support are redefined as test parameters)
 from __future__ import annotations
 
 import gzip
@@ -38,7 +37,6 @@ from DICOMLabelmapSegLib.model import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mrml_support import mrml_scene, slicer_core  # noqa: F401  (pytest fixtures)
 from synthetic import make_affine, make_segmentation
 
 SLICERIO_FILES = ["Segmentation.seg.nrrd", "SegmentationOverlapping.seg.nrrd"]

@@ -30,10 +30,10 @@ import pydicom
 import pytest
 from conftest import DATA_DIR
 from DICOMLabelmapSegLib.dicom.color import dicom_lab_to_rgb
+from DICOMLabelmapSegLib.dicom.options import ExportOptions
 from DICOMLabelmapSegLib.dicom.reader import read_segmentation
 from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
 from DICOMLabelmapSegLib.dicom.syntax import TransferSyntax
-from DICOMLabelmapSegLib.dicom.options import ExportOptions
 from DICOMLabelmapSegLib.dicom.writer import write_labelmap_seg
 from DICOMLabelmapSegLib.errors import LabelmapSegError, SourceImageError
 from DICOMLabelmapSegLib.model import Code, Segment, Segmentation, differences

@@ -1,4 +1,3 @@
-# ruff: noqa: F811  (pytest fixtures imported from mrml_support are redefined as test parameters)
 """MRML bridge on real slicer-core MRML: segmentation node <-> model, real .seg.nrrd files, timings.
 
 Data: slicerio's ``Segmentation.seg.nrrd`` / ``SegmentationOverlapping.seg.nrrd`` (MIT, see the
@@ -35,7 +34,7 @@ from DICOMLabelmapSegLib.model import (
     Terminology,
     differences,
 )
-from mrml_support import SlicerCore, mrml_scene, slicer_core  # noqa: F401  (fixtures)
+from mrml_support import SlicerCore
 from synthetic import make_affine, make_segmentation
 
 pytestmark = pytest.mark.mrml

@@ -28,9 +28,9 @@ from corruptions import (
     write_shared_seeds,
 )
 from DICOMLabelmapSegLib import model
+from DICOMLabelmapSegLib.dicom.options import ExportOptions
 from DICOMLabelmapSegLib.dicom.reader import read_segmentation
 from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
-from DICOMLabelmapSegLib.dicom.options import ExportOptions
 from DICOMLabelmapSegLib.dicom.writer import write_labelmap_seg
 from DICOMLabelmapSegLib.errors import LabelmapSegError, UndescribedLabelError
 from hypothesis import HealthCheck, given, settings

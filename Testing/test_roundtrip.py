@@ -30,9 +30,9 @@ from DICOMLabelmapSegLib import (
     TransferSyntax,
     differences,
 )
+from DICOMLabelmapSegLib.dicom.options import ExportOptions
 from DICOMLabelmapSegLib.dicom.reader import describe, read_segmentation
 from DICOMLabelmapSegLib.dicom.source import read_source_series
-from DICOMLabelmapSegLib.dicom.options import ExportOptions
 from DICOMLabelmapSegLib.dicom.writer import write_labelmap_seg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -11,9 +11,9 @@ import pydicom
 import pytest
 from DICOMLabelmapSegLib.dicom import writer as writer_module
 from DICOMLabelmapSegLib.dicom.color import dicom_lab_to_rgb
+from DICOMLabelmapSegLib.dicom.options import ExportOptions
 from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
 from DICOMLabelmapSegLib.dicom.syntax import TransferSyntax
-from DICOMLabelmapSegLib.dicom.options import ExportOptions
 from DICOMLabelmapSegLib.dicom.writer import (
     create_labelmap_datasets,
     write_labelmap_seg,

@@ -111,8 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", default="tsfull")
     parser.add_argument("--syntax", default="jpeg-ls")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--proposal", action="store_true",
-                        help="apply prototype_fast_export.py's proposal (P1, P2, P4, P6)")
     args = parser.parse_args(argv)
 
     import peers
@@ -127,11 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     node = mrml.node_from_segmentation(case.load_truth(), env.scene, name=args.case)
     sources = [str(f) for f in case.source_files]
     options = writer.ExportOptions(transfer_syntax=writer.TransferSyntax.parse(args.syntax))
-    if args.proposal:
-        import prototype_fast_export as proto
-
-        proto.use_source_positions(sources)
-        proto.Patches().apply(True, True, True, True)
     install(EXPORT_STAGES + IMPORT_STAGES)
     results: dict[str, dict[str, list[float]]] = {"export": {}, "import": {}}
     for _ in range(args.reps):

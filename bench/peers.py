@@ -300,36 +300,6 @@ class OursNode(Format):
         return check_model(truth, mrml.segmentation_from_node(result))
 
 
-class OursNodeProposal(OursNode):
-    """OursNode with prototype_fast_export.py's proposal applied at run time (P1 chunked label scans,
-    P2 plane positions from the source series when the grid is the series grid, P4 consecutive segment
-    numbers for highdicom, P6 no source header copies; no encoding pool: P3 measured slower)."""
-
-    family = "prototype"
-
-    def __init__(self) -> None:
-        super().__init__("jpeg-ls")
-        self.name = "proposal-node-jpeg-ls"
-        self.label = "proposal (P1, P2, P4, P6): node -> jpeg-ls"
-
-    def available(self) -> str | None:
-        return super().available() or _missing("prototype_fast_export")
-
-    def setup_export(self, case: PreparedCase, truth: Segmentation) -> Any:
-        import prototype_fast_export as proto
-        from DICOMLabelmapSegLib.dicom.options import ExportOptions
-
-        node, sources, _ = super().setup_export(case, truth)
-        proto.use_source_positions(sources)
-        self.patches = proto.Patches()
-        self.patches.apply(True, True, True, True)
-        return node, sources, ExportOptions()
-
-    def teardown(self) -> None:
-        if getattr(self, "patches", None) is not None:
-            self.patches.restore()
-
-
 # ---------------------------------------------------------------------------------------------
 # highdicom directly
 
@@ -793,7 +763,7 @@ SYNTAXES = ("jpeg-ls", "rle", "jpeg2000", "deflated", "explicit")
 
 def all_formats() -> dict[str, Format]:
     """Every format, by name, in the order of the report."""
-    formats: list[Format] = [OursNode(s) for s in SYNTAXES] + [OursNodeProposal()]
+    formats: list[Format] = [OursNode(s) for s in SYNTAXES]
     formats += [OursNumpy("jpeg-ls"), OursNumpy("deflated")]
     formats += [Highdicom("LABELMAP"), Highdicom("BINARY"), DcmqiBinarySlicer(), DcmqiLabelmap(False),
                 DcmqiLabelmap(True), SlicerSegNrrd(), Nifti(), CharlsFloor(1), CharlsFloor(2)]

@@ -23,7 +23,7 @@ def plot(raw: dict, path: Path) -> Path:
     sizes = [agg[(case, n)]["bytes"] / report.MB for n in names]
     exports = [agg[(case, n)].get("export_s") or 0 for n in names]
     imports = [agg[(case, n)].get("import_s") or 0 for n in names]
-    palette = {"ours-node": "tab:green", "ours-numpy": "tab:green", "prototype": "tab:olive", "floor": "tab:gray"}
+    palette = {"ours-node": "tab:green", "ours-numpy": "tab:green", "floor": "tab:gray"}
     colors = [palette.get(formats[n].family, "tab:blue") for n in names]
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 0.38 * len(names) + 1.6), sharey=True)
@@ -45,8 +45,8 @@ def plot(raw: dict, path: Path) -> Path:
     axes[0].invert_yaxis()
     summary = raw["cases"][case]
     fig.suptitle(f"{case}: {summary['segments']} segments, {'x'.join(map(str, summary['shape'][::-1]))} "
-                 f"- {raw['machine']['date']}, {raw['machine']['cores']} cores (green: this project, olive: "
-                 f"optimization prototype, blue: peers, gray: codec alone)", fontsize=9)
+                 f"- {raw['machine']['date']}, {raw['machine']['cores']} cores (green: this project, "
+                 f"blue: peers, gray: codec alone)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

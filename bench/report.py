@@ -15,7 +15,6 @@ END = "<!-- bench:end -->"
 MB = 1e6  # sizes in the report are decimal megabytes
 
 PRIMARY = "ours-node-jpeg-ls"
-PROPOSAL = "proposal-node-jpeg-ls"
 PACKAGES = ["numpy", "pydicom", "highdicom", "pyjpegls", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg",
             "pylibjpeg-rle", "slicer-core", "vtk", "dcmqi", "nibabel", "pynrrd"]
 
@@ -262,18 +261,10 @@ def render(raw: dict, plot_name: str) -> str:
         verdicts = {True: "PASS", False: "**FAIL**", None: "not measured"}
         label_bytes = summaries["tsfull"]["label_bytes"]
         as_is = targets(agg, "tsfull", label_bytes)
-        proposal = targets(agg, "tsfull", label_bytes, PROPOSAL) if ("tsfull", PROPOSAL) in agg else None
         parts += ["### Targets (issue 5, tsfull case, medians)", ""]
-        if proposal:
-            parts += ["| Target | Library as is | | With the proposal (prototype, bench/prototype_fast_export.py) | |",
-                      "|---|---|---|---|---|"]
-            for t, p in zip(as_is, proposal):
-                parts.append(f"| {t['target']} | {t['measured']} | {verdicts[t['pass']]} | {p['measured']} "
-                             f"| {verdicts[p['pass']]} |")
-        else:
-            parts += ["| Target | Measured | Pass |", "|---|---|---|"]
-            for t in as_is:
-                parts.append(f"| {t['target']} | {t['measured']} | {verdicts[t['pass']]} |")
+        parts += ["| Target | Measured | Pass |", "|---|---|---|"]
+        for t in as_is:
+            parts.append(f"| {t['target']} | {t['measured']} | {verdicts[t['pass']]} |")
         parts.append("")
     for case, summary in summaries.items():
         shape = "x".join(str(n) for n in summary["shape"][::-1])

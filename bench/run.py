@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     machine["duration_s"] = round(time.time() - started)
 
     raw = {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
-           "cases": {name: prepared[name].summary() for name in case_names}}
+           "cases": {name: prepared[name].summary() for name in case_names},
+           "formats": {name: fmt.family for name, fmt in peers.all_formats().items()}}
     (results_dir / f"raw-{stamp}.json").write_text(json.dumps(raw, indent=1))
     (results_dir / "latest.json").write_text(json.dumps(raw, indent=1))
     write_docs = (not partial or args.update_docs) and not args.no_docs

@@ -1,11 +1,14 @@
 """A Qt-free Slicer scene for the benchmark (slicer-core), and the Slicer-native operations peers use.
 
-The scene bootstrap is Testing/mrml_support.py's (one bootstrap for the project); the fallback
-below, for a checkout without it, does the essential steps (SLICER_CORE_NOTES.md).
+The scene bootstrap is Testing/mrml_support.py's (one bootstrap for the project), loaded from its
+path (bench/ and Testing/ do not put each other on ``sys.path``); the fallback below, for a
+checkout without it, does the essential steps (SLICER_CORE_NOTES.md).
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,15 +29,24 @@ class SlicerEnv:
 
 def boot() -> SlicerEnv:
     """The process's scene, ready for segmentation nodes (converter rules registered, terminology loaded)."""
-    testing = str(REPO_DIR / "Testing")
-    if testing not in sys.path:
-        sys.path.insert(0, testing)
-    try:
-        import mrml_support  # type: ignore[import-not-found]
-    except ImportError:
+    mrml_support = _mrml_support()
+    if mrml_support is None:
         return _fallback_boot()
     core = mrml_support.bootstrap(data_dir() / "slicer")
     return SlicerEnv(core.scene, core.applicationLogic, core.segmentationsLogic, core.terminologiesLogic)
+
+
+@functools.cache
+def _mrml_support() -> Any:
+    """Testing/mrml_support.py as a module of its own (loaded once: its bootstrap keeps one scene per process)."""
+    path = REPO_DIR / "Testing" / "mrml_support.py"
+    spec = importlib.util.spec_from_file_location("_bench_mrml_support", path) if path.is_file() else None
+    if spec is None or spec.loader is None:
+        return None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 def _fallback_boot() -> SlicerEnv:
