@@ -233,16 +233,21 @@ def _check_pixel_description(ds: Dataset, where: str, segmentation_type: Segment
         value = ds.get(keyword)
         return None if value is None or value == "" else value
 
-    fixed = {"SamplesPerPixel": 1, "PixelRepresentation": 0, "BitsStored": bits, "HighBit": bits - 1}
-    for keyword, allowed in fixed.items():
+    fixed = {
+        "SamplesPerPixel": ("Samples per Pixel", 1),
+        "PixelRepresentation": ("Pixel Representation", 0),
+        "BitsStored": ("Bits Stored", bits),
+        "HighBit": ("High Bit", bits - 1),
+    }
+    for keyword, (name, allowed) in fixed.items():
         value = present(keyword)
         try:
             number = None if value is None else int(value)
         except (TypeError, ValueError) as error:
-            raise InvalidDicomFileError(f"{where} has {keyword} {quoted(value)}, which is not a number.") from error
+            raise InvalidDicomFileError(f"{where} has {name} {quoted(value)}, which is not a number.") from error
         if number is not None and number != allowed:
             raise InvalidDicomFileError(
-                f"{where} is a {segmentation_type.value} segmentation with {keyword} {number}; the standard allows "
+                f"{where} is a {segmentation_type.value} segmentation with {name} {number}; the standard allows "
                 f"only {allowed} (with Bits Allocated {bits}), and the pixel values cannot be read as labels. "
                 "The file is invalid; export it again with a conforming tool."
             )

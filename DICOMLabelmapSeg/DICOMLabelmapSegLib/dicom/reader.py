@@ -30,6 +30,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from ..atomic import is_temporary_name
 from ..errors import (
     CorruptPixelDataError,
     GeometryMismatchError,
@@ -339,7 +340,12 @@ def _load(sources: Sources, headers_only: bool, lenient: bool = False) -> list[I
         path = Path(source)
         if path.is_dir():
             searched_folder = True
-            files = sorted(p for p in path.rglob("*") if p.is_file())
+            # our temporaries (a killed export's ``.x.dcm.1234abcd.partial``) are never read
+            files = sorted(p for p in path.rglob("*") if p.is_file() and not is_temporary_name(p.name))
+        elif path.exists() and not path.is_file():
+            raise InvalidDicomFileError(
+                f"'{path}' is not a regular file or folder (a device, pipe or socket); give a DICOM SEG file."
+            )
         elif path.is_file() and not lenient:
             ds = _read_file(path, headers_only)
             _check_sop_class(ds, f"'{path.name}'")

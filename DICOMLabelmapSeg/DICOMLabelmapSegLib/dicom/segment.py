@@ -25,7 +25,7 @@ import re
 import highdicom as hd
 from pydicom.dataset import Dataset
 
-from ..errors import InvalidDicomFileError
+from ..errors import InvalidDicomFileError, InvalidSegmentationError
 from ..model import DEFAULT_TERMINOLOGY, Code, Segment, SegmentAlgorithmType, Terminology
 from .color import dicom_lab_to_rgb, rgb_to_dicom_lab
 
@@ -36,7 +36,11 @@ UNKNOWN = "unknown"
 
 _LO_MAX = 64  # Long String
 _ST_MAX = 1024  # Short Text
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_SH_MAX = 16  # Short String
+_UC_MAX = 1024  # Long Code Value (UC is unlimited; codes longer than this are not codes)
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+#: Characters no code string (SH, UC, UR) may hold: every control character (ESC too: we write ISO_IR 192).
+_CODE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
 
 
 def long_string(value: str, what: str) -> str:
@@ -44,11 +48,17 @@ def long_string(value: str, what: str) -> str:
 
     Changes are logged as warnings naming ``what``.
     """
-    cleaned = _CONTROL.sub("", str(value).replace("\\", "/").replace("\n", " ").replace("\r", " "))
+    text = str(value).replace("\\", "/").replace("\n", " ").replace("\r", " ").replace("\t", " ")
+    cleaned = _CONTROL.sub("", text)
     if len(cleaned) > _LO_MAX:
         cleaned = cleaned[:_LO_MAX]
     if cleaned != value:
-        logger.warning("%s '%s' was stored as '%s' (DICOM LO: max 64 characters, no backslash).", what, value, cleaned)
+        logger.warning(
+            "%s %s was stored as '%s' (DICOM LO: max 64 characters, no backslash or control characters).",
+            what,
+            ascii(value)[:80],
+            cleaned,
+        )
     return cleaned
 
 
@@ -60,12 +70,57 @@ def short_text(value: str, what: str) -> str:
     return cleaned
 
 
+def check_code(code: Code) -> None:
+    """Refuse a code whose value, scheme designator or scheme version does not fit its VR.
+
+    Coding Scheme Designator and Coding Scheme Version are SH (at most 16 characters); the
+    code value is SH, or Long Code Value (UC) / URN Code Value (UR) when longer. None may
+    contain a control character or a backslash. These identify the concept, so they are
+    never changed: the export is refused. (Code meanings are cleaned with a warning.)
+
+    Raises
+    ------
+    InvalidSegmentationError
+        Naming the code and the offending field.
+    """
+    fields = (
+        ("Code Value", code.value, _UC_MAX),
+        ("Coding Scheme Designator", code.scheme_designator, _SH_MAX),
+        ("Coding Scheme Version", code.scheme_version, _SH_MAX),
+    )
+    for name, value, limit in fields:
+        if value is None and name == "Coding Scheme Version":
+            continue
+        text = str(value)
+        problem = None
+        if not text.strip():
+            problem = "is empty"
+        elif _CODE_FORBIDDEN.search(text):
+            problem = "contains a control character (e.g. a line break) or a backslash"
+        elif len(text) > limit:
+            problem = f"has {len(text)} characters; DICOM allows at most {limit}"
+        if problem:
+            shown = text if len(text) <= 40 else text[:37] + "..."
+            raise InvalidSegmentationError(
+                f"The {name} {shown!r} of code '{_printable(code.meaning)}' {problem}; correct the code in the "
+                "label table or terminology (nothing was written)."
+            )
+
+
+def _printable(text: str, limit: int = 40) -> str:
+    cleaned = _CODE_FORBIDDEN.sub("?", str(text))
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
+
+
 def coded_concept(code: Code) -> hd.sr.CodedConcept:
     """The highdicom CodedConcept (a pydicom Dataset code item) of a model Code.
 
     Code values longer than 16 characters go to Long Code Value or URN Code Value;
-    Code Meaning is cut to 64 characters if needed (the concept is its value and scheme).
+    Code Meaning is cut to 64 characters and cleaned of control characters if needed (with a
+    warning). A value, scheme designator or version that does not fit its VR is refused
+    (:func:`check_code`).
     """
+    check_code(code)
     meaning = long_string(code.meaning, "Code meaning") or code.value
     return hd.sr.CodedConcept(code.value, code.scheme_designator, meaning, code.scheme_version)
 

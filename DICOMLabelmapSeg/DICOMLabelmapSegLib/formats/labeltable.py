@@ -38,6 +38,7 @@ from typing import Any
 
 from ..atomic import write_atomically
 from ..errors import LabelmapSegError
+from ..inputs import parse_json, read_bounded, require_regular_file
 from ..model import (
     DEFAULT_TERMINOLOGY,
     Code,
@@ -107,15 +108,11 @@ def read_label_table(path: str | os.PathLike[str]) -> LabelTable:
         If the file is missing, not JSON, or an entry cannot be understood.
     """
     path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_TABLE_BYTES:
-            raise LabelFileError(f"Label table {path} is {size} bytes; a label table should be a small JSON file.")
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LabelFileError(f"Label table {path} does not exist; check the path given with --labels.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise LabelFileError(f"Label table {path} is not a readable JSON file: {error}") from None
+    size = require_regular_file(path, "Label table", LabelFileError).st_size
+    if size > MAX_TABLE_BYTES:
+        raise LabelFileError(f"Label table {path} is {size} bytes; a label table should be a small JSON file.")
+    data = read_bounded(path, MAX_TABLE_BYTES, "Label table", LabelFileError)
+    document = parse_json(data, f"Label table {path}", LabelFileError)
     try:
         return parse_label_table(document)
     except LabelFileError as error:
@@ -180,8 +177,41 @@ def _table_from_dcmqi(document: Mapping[str, Any]) -> LabelTable:
     return table
 
 
+#: The keys a label table entry may have (ours, slicerio's and dcmqi's); others are warned about.
+ENTRY_KEYS = frozenset(
+    {
+        "label", "label_value", "labelValue", "labelID", "layer", "name", "SegmentLabel", "segment_label",
+        "color", "recommendedDisplayRGBValue", "rgb", "terminology", "algorithm_type", "SegmentAlgorithmType",
+        "algorithm_name", "SegmentAlgorithmName", "algorithm_version", "algorithm_family", "description",
+        "SegmentDescription", "tracking_id", "TrackingIdentifier", "tracking_uid", "TrackingUniqueIdentifier",
+        "SegmentedPropertyCategoryCodeSequence", "SegmentedPropertyTypeCodeSequence",
+        "SegmentedPropertyTypeModifierCodeSequence", "AnatomicRegionSequence", "AnatomicRegionModifierSequence",
+    }
+)  # fmt: skip
+#: The keys of a code object.
+CODE_KEYS = frozenset(
+    {
+        "value", "CodeValue", "code_value", "scheme_designator", "CodingSchemeDesignator", "scheme",
+        "meaning", "CodeMeaning", "code_meaning", "scheme_version", "CodingSchemeVersion",
+    }
+)  # fmt: skip
+#: The keys of a terminology object.
+TERMINOLOGY_KEYS = frozenset(
+    {"category", "type", "type_modifier", "region", "region_modifier", "context_name", "region_context_name"}
+)
+
+
+def _warn_unknown_keys(mapping: Mapping[str, Any], known: frozenset[str], where: str) -> None:
+    """Warn about keys nothing reads (a misspelt 'nmae' or 'colour' would otherwise be ignored silently)."""
+    unknown = sorted(str(key) for key in mapping if key not in known)
+    if unknown:
+        shown = ", ".join(repr(key)[:40] for key in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        logger.warning("Label table: %s has unknown key(s) %s; they are ignored (misspelt?).", where, shown)
+
+
 def segment_from_entry(entry: Mapping[str, Any], label_value: int) -> Segment:
     """A :class:`Segment` from one label table entry (our keys, slicerio keys or dcmqi keys)."""
+    _warn_unknown_keys(entry, ENTRY_KEYS, f"label {label_value}")
     name = _first(entry, "name", "SegmentLabel", "segment_label")
     if name is None:
         name = f"Segment_{label_value}"
@@ -216,6 +246,7 @@ def _terminology_from_entry_fields(entry: Mapping[str, Any]) -> Terminology:
             raise LabelFileError(f"terminology '{value}' has no category and type codes")
         return parsed
     if isinstance(value, Mapping):
+        _warn_unknown_keys(value, TERMINOLOGY_KEYS, "a terminology")
         fields = {name: value.get(name) for name in ("category", "type", "type_modifier", "region", "region_modifier")}
         context_name = value.get("context_name")
         region_context_name = value.get("region_context_name")
@@ -258,6 +289,7 @@ def _code(value: Any) -> Code:
             raise LabelFileError(f"code {value!r} must be [scheme designator, code value, code meaning]")
         return Code(value[1], value[0], value[2])
     if isinstance(value, Mapping):
+        _warn_unknown_keys(value, CODE_KEYS, "a code")
         code_value = _first(value, "value", "CodeValue", "code_value")
         scheme = _first(value, "scheme_designator", "CodingSchemeDesignator", "scheme")
         meaning = _first(value, "meaning", "CodeMeaning", "code_meaning")
