@@ -198,8 +198,11 @@ def _make_deterministic(ds: Dataset, first: Dataset, dimension_uid: str) -> None
 def provenance_text(first: Dataset) -> str:
     """The Content Description of a converted series: what it was converted from (at most 64 characters)."""
     kind = str(first.get("SegmentationType") or "SEG")
-    text = f"LABELMAP from {kind} SEG {first.SOPInstanceUID}"
-    return text if len(text) <= 64 else text[:64]
+    uid = str(first.SOPInstanceUID)
+    for text in (f"LABELMAP from {kind} SEG {uid}", f"From {kind} SEG {uid}", f"From SEG {uid}"):
+        if len(text) <= 64:
+            return text
+    return uid  # the whole UID (at most 64 characters) matters more than the words
 
 
 def stand_in_sources(geometry: Geometry, seg: Dataset) -> list[Dataset]:

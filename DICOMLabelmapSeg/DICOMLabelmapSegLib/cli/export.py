@@ -128,7 +128,9 @@ def existing_seg_series(folder: Path) -> dict[str, tuple[list[Path], bool]]:
             continue
         if str(ds.get("Modality", "")) != "SEG":
             continue
-        uid = str(ds.get("SeriesInstanceUID", ""))
+        uid = str(ds.get("SeriesInstanceUID", "") or "")
+        if not uid:  # truncated before its UID: replaced when a file of the same name is written
+            continue
         files, ours = found.get(uid, ([], True))
         files.append(path)
         found[uid] = (files, ours and str(ds.get("Manufacturer", "")) == OWN_MANUFACTURER)

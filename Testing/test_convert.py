@@ -1,0 +1,111 @@
+"""``convert``: foreign SEGs (dcmqi, highdicom) -> LABELMAP, compared segment mask by segment mask;
+deterministic, resumable, refusing folders that hold other series; CLI exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from DICOMLabelmapSegLib.app.convert import ConvertSettings, convert_series
+from DICOMLabelmapSegLib.cli import main as cli
+from DICOMLabelmapSegLib.dicom.reader import read_segmentation
+
+LABELMAP = "1.2.840.10008.5.1.4.1.1.66.7"
+
+FOREIGN = [
+    "dcmqi/partial_overlaps.dcm",
+    "dcmqi/liver.dcm",
+    "highdicom/seg_image_ct_binary.dcm",
+    "highdicom/seg_image_ct_binary_overlap.dcm",
+    "highdicom/seg_image_ct_binary_fractional.dcm",
+    "highdicom/seg_image_ct_true_fractional.dcm",
+    "highdicom/seg_image_cr_binary.dcm",
+]
+
+
+def _segments(segmentation) -> dict[int, tuple]:
+    """Segment number -> (mask, name, color, terminology, algorithm) over all layers."""
+    return {
+        s.label_value: (layer.labels == s.label_value, s.name, s.color, s.terminology, s.algorithm_type,
+                        s.algorithm_name)
+        for layer in segmentation.layers for s in layer.segments
+    }
+
+
+@pytest.mark.parametrize("name", FOREIGN)
+def test_foreign_seg_converts_losslessly(data_dir: Path, tmp_path: Path, name: str) -> None:
+    source = data_dir / name
+    written = convert_series([source], tmp_path, ConvertSettings(transfer_syntax="rle"))
+    original, converted = read_segmentation(source), read_segmentation(written)
+    assert converted.geometry.same_as(original.geometry)
+    expected, actual = _segments(original), _segments(converted)
+    assert sorted(actual) == sorted(expected)
+    for number, (mask, *attributes) in expected.items():
+        assert np.array_equal(actual[number][0], mask), f"segment {number}"
+        assert actual[number][1:] == tuple(attributes)
+    ds = pydicom.dcmread(written[0], stop_before_pixels=True)
+    src = pydicom.dcmread(source, stop_before_pixels=True)
+    assert ds.SOPClassUID == LABELMAP and ds.SeriesInstanceUID != src.SeriesInstanceUID
+    assert str(src.SOPInstanceUID) in ds.ContentDescription
+    referenced = {item.SeriesInstanceUID: {i.ReferencedSOPInstanceUID for i in item.ReferencedInstanceSequence}
+                  for item in ds.ReferencedSeriesSequence}
+    for item in src.ReferencedSeriesSequence:  # the same source images, plus the input SEG itself
+        assert {i.ReferencedSOPInstanceUID for i in item.ReferencedInstanceSequence} <= referenced[item.SeriesInstanceUID]
+    assert referenced[src.SeriesInstanceUID] == {src.SOPInstanceUID}
+
+
+def test_partial_overlaps_packs_five_segments_into_three_layers(data_dir: Path, tmp_path: Path) -> None:
+    written = convert_series([data_dir / "dcmqi" / "partial_overlaps.dcm"], tmp_path)
+    assert len(written) == 3
+    frame_sources = set()
+    for path in written:
+        for item in pydicom.dcmread(path, stop_before_pixels=True).PerFrameFunctionalGroupsSequence:
+            for derivation in item.DerivationImageSequence:
+                frame_sources |= {s.ReferencedSOPInstanceUID for s in derivation.SourceImageSequence}
+    src = pydicom.dcmread(data_dir / "dcmqi" / "partial_overlaps.dcm", stop_before_pixels=True)
+    expected = {s.ReferencedSOPInstanceUID for item in src.PerFrameFunctionalGroupsSequence
+                for d in item.DerivationImageSequence for s in d.SourceImageSequence}
+    assert frame_sources == expected
+
+
+def test_deterministic_resumable_and_refusing(data_dir: Path, tmp_path: Path, capsys) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("partial_overlaps.dcm", "liver.dcm"):
+        (inputs / name).write_bytes((data_dir / "dcmqi" / name).read_bytes())
+    out, report = tmp_path / "out", tmp_path / "report.jsonl"
+    assert cli.main(["convert", str(inputs), "-o", str(out), "-q", "-j", "2", "--report", str(report)]) == 0
+    first = {p.relative_to(out): p.read_bytes() for p in out.rglob("*.dcm")}
+    assert len(first) == 4 and len({p.parent for p in first}) == 2
+    lines = [json.loads(line) for line in report.read_text().splitlines()]
+    assert [line["status"] for line in lines] == ["ok", "ok"] and all(line["output_bytes"] > 0 for line in lines)
+    # re-run: both skipped, nothing rewritten; a damaged output is redone, identically
+    damaged = sorted(out.rglob("*.dcm"))[0]
+    damaged.write_bytes(damaged.read_bytes()[:1000])
+    assert cli.main(["convert", str(inputs), "-o", str(out), "-q", "-j", "1", "--report", str(report)]) == 0
+    statuses = sorted(json.loads(line)["status"] for line in report.read_text().splitlines()[2:])
+    assert statuses == ["ok", "skipped"]
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*.dcm")} == first
+    # another option is another series: refused in a folder holding one, replaced with --overwrite
+    single = out / "single"
+    source = inputs / "liver.dcm"
+    assert cli.main(["convert", str(source), "-o", str(single), "-q"]) == 0
+    assert cli.main(["convert", str(source), "-o", str(single), "--syntax", "rle", "-q"]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert cli.main(["convert", str(source), "-o", str(single), "--syntax", "rle", "--overwrite", "-q"]) == 0
+    remaining = [pydicom.dcmread(p, stop_before_pixels=True) for p in single.glob("*.dcm")]
+    assert len(remaining) == 1 and remaining[0].file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5"
+    assert cli.main(["convert", str(source), "-o", str(tmp_path / "x"), "--series-number", "0"]) == 2
+    assert cli.main(["convert", str(source), "-o", str(tmp_path / "x"), "--series-number", "4294967296"]) == 2
+    assert cli.main(["convert", str(tmp_path / "missing"), "-o", str(tmp_path / "x")]) == 1
+
+
+def test_no_seg_found_names_the_folder(tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "nothing_here"
+    empty.mkdir()
+    assert cli.main(["convert", str(empty), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "No DICOM Segmentation files were found in" in err and "nothing_here" in err
