@@ -53,7 +53,8 @@ def test_foreign_seg_converts_losslessly(data_dir: Path, tmp_path: Path, name: s
     referenced = {item.SeriesInstanceUID: {i.ReferencedSOPInstanceUID for i in item.ReferencedInstanceSequence}
                   for item in ds.ReferencedSeriesSequence}
     for item in src.ReferencedSeriesSequence:  # the same source images, plus the input SEG itself
-        assert {i.ReferencedSOPInstanceUID for i in item.ReferencedInstanceSequence} <= referenced[item.SeriesInstanceUID]
+        instances = {i.ReferencedSOPInstanceUID for i in item.ReferencedInstanceSequence}
+        assert instances <= referenced[item.SeriesInstanceUID]
     assert referenced[src.SeriesInstanceUID] == {src.SOPInstanceUID}
 
 
