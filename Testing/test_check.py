@@ -20,6 +20,7 @@ import pydicom
 import pytest
 from conftest import DATA_DIR
 from DICOMLabelmapSegLib.cli import check as cli_check
+from DICOMLabelmapSegLib.cli.main import main
 from DICOMLabelmapSegLib.dicom import check, compat
 from DICOMLabelmapSegLib.dicom.check import Rule, Severity, check_dataset, check_file, errors
 from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
@@ -352,14 +353,25 @@ SHARED_FINDINGS = {
 
 
 def _shared_segs() -> list[str]:
+    """Every DICOM Segmentation in the shared data, whatever its file name (dcmqi's are '*.seg' too)."""
     if DATA_DIR is None:
         return []
     found = []
-    for path in sorted(DATA_DIR.rglob("*.dcm")):
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
-        if "SegmentSequence" in ds:
+    for path in sorted(p for p in DATA_DIR.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+        except Exception:  # noqa: BLE001, S112 - not DICOM
+            continue
+        if str(ds.get("SOPClassUID", "")) in (check.LABELMAP_SEGMENTATION_STORAGE, check.SEGMENTATION_STORAGE):
             found.append(str(path.relative_to(DATA_DIR)))
     return found
+
+
+def test_the_shared_data_holds_segs_of_three_writers() -> None:
+    if DATA_DIR is None:
+        pytest.skip("real test data not found")
+    segs = _shared_segs()
+    assert len(segs) >= 15 and {s.split("/")[0] for s in segs} == {"dcmqi", "highdicom"}
 
 
 @pytest.mark.parametrize("relative", _shared_segs() or ["(no data)"])
@@ -436,6 +448,14 @@ def test_cli_text_json_and_exit_codes(outputs, base: Dataset, tmp_path: Path) ->
     cli_check.run(_parse([str(bad)]), out)
     assert "\x1b" not in out.getvalue() and "\\x1b" in out.getvalue()
     assert all(line.startswith(("  ", str(bad))) for line in out.getvalue().splitlines())
+
+    # through the real command line: folders are searched, non-SEG files in them skipped
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not DICOM")
+    (folder / "a.dcm").write_bytes(good.read_bytes())
+    assert main(["check", str(folder), "--json"]) == 0
+    assert main(["check", str(folder / "notes.txt")]) == 1
 
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(b"not dicom")

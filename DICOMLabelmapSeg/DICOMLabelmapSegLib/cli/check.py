@@ -31,8 +31,9 @@ examples:
 
 exit codes:
   0    no errors and no warnings in any file (info findings may be shown)
-  1    at least one file has an error (or is not a readable DICOM Segmentation)
-  2    usage error (unknown option, no file found)
+  1    at least one file has an error, a named file is not a readable DICOM Segmentation,
+       or a folder holds none
+  2    usage error (unknown option, missing argument)
   3    unexpected internal error (a bug: please report it with the output of --debug)
   {EXIT_WARNINGS}    warnings but no errors
   130  interrupted (Ctrl-C)
@@ -63,15 +64,40 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-compatibility", action="store_true", help="Leave out the compatibility section.")
 
 
-def _files(inputs: Sequence[str]) -> list[Path]:
+def _is_segmentation(path: Path) -> bool:
+    """True if ``path`` is a DICOM file of a Segmentation SOP class (header only)."""
+    import pydicom
+
+    from ..dicom.check import LABELMAP_SEGMENTATION_STORAGE, SEGMENTATION_STORAGE
+
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except Exception:  # noqa: BLE001 - not DICOM: not a SEG
+        return False
+    return str(ds.get("SOPClassUID", "")) in (LABELMAP_SEGMENTATION_STORAGE, SEGMENTATION_STORAGE)
+
+
+def _files(inputs: Sequence[str]) -> tuple[list[Path], int]:
+    """Files named on the command line (checked whatever they are), and the SEGs inside folders.
+
+    Returns the files and how many files in folders were skipped (not DICOM Segmentations,
+    or temporary files of an export in progress).
+    """
+    from ..atomic import is_temporary_name
+
     found: list[Path] = []
+    skipped = 0
     for source in inputs:
         path = Path(source)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-        else:
+        if not path.is_dir():
             found.append(path)
-    return found
+            continue
+        for candidate in sorted(p for p in path.rglob("*") if p.is_file()):
+            if not is_temporary_name(candidate.name) and _is_segmentation(candidate):
+                found.append(candidate)
+            else:
+                skipped += 1
+    return found, skipped
 
 
 def check_paths(paths: Sequence[Path], decode_pixels: bool = True, compatibility: bool = True) -> list[dict[str, Any]]:
@@ -118,10 +144,12 @@ def format_result(result: dict[str, Any]) -> str:
 def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
     """Run ``check`` for parsed arguments; the exit code follows the worst severity (see the epilog)."""
     stdout = stdout or sys.stdout
-    paths = _files(args.inputs)
+    paths, skipped = _files(args.inputs)
     if not paths:
-        sys.stderr.write(f"{PROGRAM}: error: no files found in {', '.join(args.inputs)}\n")
-        return EXIT_USAGE
+        sys.stderr.write(f"{PROGRAM}: error: no DICOM Segmentation found in {', '.join(args.inputs)}\n")
+        return EXIT_FAILED
+    if skipped and not getattr(args, "quiet", False):
+        sys.stderr.write(f"{PROGRAM}: {skipped} file(s) in folders skipped: not DICOM Segmentations\n")
     results = check_paths(paths, decode_pixels=not args.no_pixels, compatibility=not args.no_compatibility)
     if args.json:
         json.dump(results, stdout, indent=2, ensure_ascii=False)

@@ -789,7 +789,7 @@ def _pixel_values(ds: Dataset, kind: SegmentationType, numbers: list[int | None]
         if kind == SegmentationType.LABELMAP:
             layout = pixels.FrameLayout(rows, columns, bits, frames)
             out = np.empty((frames, rows, columns), dtype=layout.dtype)
-            counts = pixels.decode_labelmap_frames(ds, layout, range(frames), out)
+            counts = pixels.decode_labelmap_frames(ds, layout, range(frames), out, allow_lossy=True)
             present = set(np.flatnonzero(counts).tolist())
         else:
             array = np.asarray(ds.pixel_array)
