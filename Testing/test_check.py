@@ -469,3 +469,47 @@ def _parse(argv: list[str]):  # noqa: ANN202
     parser = argparse.ArgumentParser()
     cli_check.configure(parser)
     return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------- honest metadata for missing codes
+
+
+def test_missing_type_1_codes_stay_unspecified_through_seg_nrrd_and_export(
+    base: Dataset, source, tmp_path: Path, caplog: pytest.LogCaptureFixture  # noqa: ANN001
+) -> None:
+    """A SEG without Segmented Property Category/Type: nothing invented (not 'Tissue'), a warning names the
+    segment, the .seg.nrrd carries the placeholder, and a later export writes the placeholder (warning again),
+    never a real concept."""
+    import logging
+
+    from DICOMLabelmapSegLib.dicom.reader import read_segmentation
+    from DICOMLabelmapSegLib.formats.fileio import read_seg_nrrd, write_seg_nrrd
+    from DICOMLabelmapSegLib.model import DEFAULT_TERMINOLOGY, UNSPECIFIED_CODE
+
+    item = _segment(base, 7)
+    del item.SegmentedPropertyCategoryCodeSequence
+    del item.SegmentedPropertyTypeCodeSequence
+    syngo = tmp_path / "syngo.dcm"
+    base.save_as(syngo)
+    with caplog.at_level(logging.WARNING, logger="DICOMLabelmapSegLib"):
+        segmentation = read_segmentation([syngo])
+    segment = segmentation.layers[0].segment_for_label(7)
+    assert segment.terminology.category == UNSPECIFIED_CODE and segment.terminology.type == UNSPECIFIED_CODE
+    assert not segment.terminology.same_codes(DEFAULT_TERMINOLOGY)
+    assert any("Segment 7" in r.getMessage() and "unspecified" in r.getMessage() for r in caplog.records)
+    others = [s for s in segmentation.layers[0].segments if s.label_value != 7]
+    assert all(s.terminology.category != UNSPECIFIED_CODE for s in others)
+
+    nrrd = write_seg_nrrd(segmentation, tmp_path / "syngo.seg.nrrd")
+    assert UNSPECIFIED_CODE.scheme_designator in nrrd.read_bytes()[:20000].decode("latin-1")
+    again = read_seg_nrrd(nrrd).segments
+    assert next(s for s in again if s.label_value == 7).terminology.type == UNSPECIFIED_CODE
+
+    series, _ = source
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="DICOMLabelmapSegLib"):
+        files = write_labelmap_seg(read_seg_nrrd(nrrd), series, tmp_path / "exported")
+    assert any("never stated" in r.getMessage() and "'segment 7'" in r.getMessage() for r in caplog.records)
+    written = pydicom.dcmread(files[0])
+    assert str(_segment(written, 7).SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator) == "99DLMSEG"
+    assert_check_clean(files[0])

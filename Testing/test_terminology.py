@@ -17,6 +17,7 @@ from DICOMLabelmapSegLib.dicom.segment import (
 from DICOMLabelmapSegLib.errors import InvalidDicomFileError
 from DICOMLabelmapSegLib.model import (
     DEFAULT_TERMINOLOGY,
+    UNSPECIFIED_CODE,
     Code,
     Segment,
     SegmentAlgorithmType,
@@ -157,7 +158,9 @@ def test_tolerant_of_minimal_items():
     item.SegmentNumber = 4
     segment = segment_from_description(item)
     assert segment.label_value == 4 and segment.name == ""
-    assert segment.terminology == DEFAULT_TERMINOLOGY
+    # Missing Type 1 codes are not invented (issue 14): the explicit placeholder, never Slicer's default Tissue.
+    assert segment.terminology == Terminology(UNSPECIFIED_CODE, UNSPECIFIED_CODE)
+    assert segment.terminology != DEFAULT_TERMINOLOGY
     assert segment.algorithm_type == SegmentAlgorithmType.MANUAL
     item.SegmentAlgorithmType = "BOGUS"
     item.TrackingID = "only id"

@@ -101,6 +101,11 @@ DEFAULT_TERMINOLOGY = Terminology(
     type=Code("85756007", "SCT", "Tissue"),
 )
 
+#: Placeholder for a required code that the source did not state (a SEG without Segmented Property
+#: Category or Type). A local coding scheme ("99" prefix, PS3.16 8.2), so that no reader and no later
+#: export takes it for a real concept; DICOMLabelmapSeg warns when it reads or writes it.
+UNSPECIFIED_CODE = Code("unspecified", "99DLMSEG", "Unspecified (not stated in the source)")
+
 
 @dataclass(frozen=True)
 class Segment:

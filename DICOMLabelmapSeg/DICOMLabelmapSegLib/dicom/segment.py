@@ -26,7 +26,7 @@ import highdicom as hd
 from pydicom.dataset import Dataset
 
 from ..errors import InvalidDicomFileError, InvalidSegmentationError
-from ..model import DEFAULT_TERMINOLOGY, Code, Segment, SegmentAlgorithmType, Terminology
+from ..model import UNSPECIFIED_CODE, Code, Segment, SegmentAlgorithmType, Terminology
 from .color import dicom_lab_to_rgb, rgb_to_dicom_lab
 
 logger = logging.getLogger(__name__)
@@ -177,9 +177,21 @@ def add_anatomic_region(description: Dataset, region: Code | None, modifier: Cod
 
 
 def terminology_from_description(item: Dataset) -> Terminology:
-    """The Terminology of a Segment Sequence item; missing category or type default to Tissue."""
-    category = _first_code(item, "SegmentedPropertyCategoryCodeSequence") or DEFAULT_TERMINOLOGY.category
-    type_code = _first_code(item, "SegmentedPropertyTypeCodeSequence") or DEFAULT_TERMINOLOGY.type
+    """The Terminology of a Segment Sequence item.
+
+    A missing (or invalid) category or type, both Type 1, is not invented: it becomes
+    :data:`~DICOMLabelmapSeg.model.UNSPECIFIED_CODE`, with a warning naming the segment.
+    """
+    category = _first_code(item, "SegmentedPropertyCategoryCodeSequence")
+    type_code = _first_code(item, "SegmentedPropertyTypeCodeSequence")
+    missing = [name for name, code in (("category", category), ("type", type_code)) if code is None]
+    if missing:
+        logger.warning(
+            "Segment %s '%s' has no Segmented Property %s (required); kept as 'unspecified', not guessed.",
+            item.get("SegmentNumber", "?"), str(item.get("SegmentLabel", "") or ""), " or ".join(missing).title(),
+        )
+    category = category or UNSPECIFIED_CODE
+    type_code = type_code or UNSPECIFIED_CODE
     type_modifier = None
     if item.get("SegmentedPropertyTypeCodeSequence"):
         type_item = item.SegmentedPropertyTypeCodeSequence[0]
@@ -221,6 +233,15 @@ def segment_description(segment: Segment, include_color: bool = True) -> hd.seg.
         segmentations, where the color is in the palette and the standard forbids both.
     """
     terminology = segment.terminology
+    unstated = [name for name, code in (("category", terminology.category), ("type", terminology.type))
+                if code.same_concept(UNSPECIFIED_CODE)]
+    if unstated:
+        logger.warning(
+            "Segment %d '%s': its %s was never stated (read from a file without it); written as the placeholder "
+            "%s '%s'. Set the segment's terminology to store what it is.",
+            segment.label_value, segment.name, " and ".join(unstated), UNSPECIFIED_CODE.scheme_designator,
+            UNSPECIFIED_CODE.value,
+        )
     identification = algorithm_identification(segment)
     label = long_string(segment.name, "Segment name") or f"Segment {segment.label_value}"
     description = hd.seg.SegmentDescription(
