@@ -1,21 +1,22 @@
 """DICOM Labelmap Segmentation: export segmentations as DICOM LABELMAP SEG and load them back.
 
-The module panel, its logic and its self-test. Every decision lives in
-``DICOMLabelmapSegLib/slicerlogic.py`` (tested on slicer-core); this file wires it to Qt.
-The DICOM browser/export-dialog plugin is in ``DICOMLabelmapSegPlugin.py``.
+The module panel, its logic and its self-tests. Every decision lives in the Qt-free use cases of
+``DICOMLabelmapSegLib/app/`` (tested on slicer-core); this file wires them to widgets and dialogs.
+The DICOM browser/Export dialog plugin is in ``DICOMLabelmapSegPlugin.py``.
 """
 
 import logging
 import os
 import shutil
 import tempfile
-from pathlib import Path
 from typing import Annotated, Optional
 
 import qt
 import slicer
 import vtk
-from DICOMLabelmapSegLib.app import slicerlogic
+from DICOMLabelmapSegLib.app import dependencies, examine, export, load, settings
+from DICOMLabelmapSegLib.app.messages import userMessage
+from DICOMLabelmapSegLib.errors import LabelmapSegError
 from DICOMLabelmapSegPlugin import ProgressDialog, currentSettings, ensurePythonPackages
 from DICOMLib import DICOMUtils
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
@@ -46,8 +47,13 @@ class DICOMLabelmapSeg(ScriptedLoadableModule):
         self.parent.contributors = ["DICOMLabelmapSeg contributors"]
         self.parent.helpText = _(
             "Export segmentations as DICOM LABELMAP Segmentation (Label Map Segmentation Storage): one "
-            "instance per layer, lossless, with a choice of compression, and load LABELMAP SEG series. "
-            "Settings chosen here are also used by the 'Export to DICOM' dialog."
+            "instance per layer, lossless, with a choice of compression, and load LABELMAP SEG series.\n\n"
+            "In the 'Export to DICOM' dialog, 'DICOM LABELMAP Segmentation' is preselected for segmentations "
+            "it can export. For a BINARY SEG (one bit plane per segment) click the 'DICOMSegmentationPlugin' "
+            "row instead. The dialog's compression and palette color are set in Edit > Application Settings > "
+            "DICOM (DICOMLabelmapSegPlugin) and by this module's Export button.\n\n"
+            "A segmentation whose volume was not loaded from DICOM (NRRD, NIfTI, resampled): this module's "
+            "Export button offers to export the volume as a new DICOM series first."
         )
         self.parent.acknowledgementText = _("Uses highdicom and pydicom.")
 
@@ -59,28 +65,30 @@ class DICOMLabelmapSeg(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class DICOMLabelmapSegParameterNode:
-    """State of the module panel.
+    """State of the module panel (saved with the scene).
 
     segmentationNode - The segmentation to export.
-    referenceVolumeNode - The DICOM volume the SEG references (the segmentation's reference geometry).
+    referenceVolumeNode - The volume whose images the SEG references (the segmentation itself is not changed).
     transferSyntax - Label of the chosen transfer syntax.
     paletteColor - Also store a palette color lookup table in the files.
     seriesDescription - Series Description of the SEG series (empty: the segmentation's name).
     contentCreatorName - Content Creator's Name of the SEG (optional).
     exportToDatabase - Add the SEG series to the DICOM database.
     exportToFolder - Write the files into outputFolder.
-    outputFolder - Folder for the files.
+    outputFolder - Folder for the files ('' until the user chooses one; shown in a path line edit).
+    initialized - The values were set (from the settings or by the user); a scene's values are kept.
     """
 
     segmentationNode: vtkMRMLSegmentationNode
     referenceVolumeNode: vtkMRMLScalarVolumeNode
-    transferSyntax: Annotated[str, Choice(slicerlogic.syntaxChoices())] = slicerlogic.syntaxChoices()[0]
+    transferSyntax: Annotated[str, Choice(settings.syntaxChoices())] = settings.syntaxChoices()[0]
     paletteColor: bool = False
     seriesDescription: str = ""
     contentCreatorName: str = ""
     exportToDatabase: bool = True
     exportToFolder: bool = False
-    outputFolder: Path = Path()
+    outputFolder: str = ""
+    initialized: bool = False
 
 
 #
@@ -97,6 +105,7 @@ class DICOMLabelmapSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
+        self._shownSegmentationID = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -109,6 +118,7 @@ class DICOMLabelmapSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
+        self.ui.outputFolderPathLineEdit.connect("currentPathChanged(QString)", self.onOutputFolderChanged)
         self.ui.exportButton.connect("clicked(bool)", self.onExportButton)
         self.ui.importButton.connect("clicked(bool)", self.onImportButton)
         self.initializeParameterNode()
@@ -130,9 +140,15 @@ class DICOMLabelmapSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
-        """Create or reuse the parameter node; choices come from the persistent settings."""
+        """Create or reuse the parameter node; a new one starts from the settings, a scene's keeps its values."""
         parameterNode = self.logic.getParameterNode()
-        self.logic.applySettingsToParameterNode(parameterNode, currentSettings())
+        self.logic.applyPanelValues(
+            parameterNode,
+            settings.panelValuesOnEntry(
+                parameterNode.initialized, self.logic.panelValues(parameterNode), currentSettings()
+            ),
+        )
+        parameterNode.initialized = True
         if not parameterNode.segmentationNode:
             parameterNode.segmentationNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
         self.setParameterNode(parameterNode)
@@ -142,22 +158,32 @@ class DICOMLabelmapSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = inputParameterNode
+        self._shownSegmentationID = None
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.ui.outputFolderPathLineEdit.currentPath = self._parameterNode.outputFolder
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
             self.onParameterNodeModified()
 
+    def onOutputFolderChanged(self, path) -> None:
+        if self._parameterNode and self._parameterNode.outputFolder != path:
+            self._parameterNode.outputFolder = path
+
     def onParameterNodeModified(self, caller=None, event=None) -> None:
-        """Keep the reference volume in step with the segmentation, save settings, update hints."""
+        """Show the segmentation's reference volume when the segmentation changes; update hints and buttons."""
         parameterNode = self._parameterNode
         if parameterNode is None:
             return
-        self.logic.syncReferenceVolume(parameterNode)
-        self.logic.saveSettings(parameterNode)
-        self.ui.syntaxExplanationLabel.text = slicerlogic.syntaxExplanation(parameterNode.transferSyntax)
-        canExport = bool(parameterNode.segmentationNode) and (
+        segmentationNode = parameterNode.segmentationNode
+        segmentationID = segmentationNode.GetID() if segmentationNode else None
+        if segmentationID != self._shownSegmentationID:
+            self._shownSegmentationID = segmentationID
+            if segmentationNode:
+                parameterNode.referenceVolumeNode = export.referenceVolumeNode(segmentationNode)
+        self.ui.syntaxExplanationLabel.text = settings.syntaxExplanation(parameterNode.transferSyntax)
+        canExport = bool(segmentationNode) and (
             parameterNode.exportToDatabase
-            or (parameterNode.exportToFolder and slicerlogic.outputFolderChosen(parameterNode.outputFolder))
+            or (parameterNode.exportToFolder and settings.outputFolderChosen(parameterNode.outputFolder))
         )
         self.ui.exportButton.enabled = canExport
         self.ui.exportButton.toolTip = (
@@ -168,10 +194,14 @@ class DICOMLabelmapSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onExportButton(self) -> None:
         parameterNode = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Export failed."), waitCursor=True):
-            self.ui.statusText.plainText = ""
-            status = self.logic.exportToDicom(parameterNode, currentSettings())
-            self.ui.statusText.plainText = status
+        self.ui.statusText.plainText = ""
+        try:
+            status = self.logic.exportToDicom(parameterNode)
+        except Exception as error:
+            logging.error(f"Export failed: {error}")
+            slicer.util.errorDisplay(userMessage(error), windowTitle=_("Export failed"))
+            return
+        self.ui.statusText.plainText = status
 
     def onImportButton(self) -> None:
         paths = qt.QFileDialog.getOpenFileNames(
@@ -179,9 +209,13 @@ class DICOMLabelmapSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         if not paths:
             return
-        with slicer.util.tryWithErrorDisplay(_("Loading failed."), waitCursor=True):
+        try:
             nodes = self.logic.loadSegFiles(paths)
-            self.ui.statusText.plainText = _("Loaded: {names}").format(names=", ".join(n.GetName() for n in nodes))
+        except Exception as error:
+            logging.error(f"Loading failed: {error}")
+            slicer.util.errorDisplay(userMessage(error), windowTitle=_("Loading failed"))
+            return
+        self.ui.statusText.plainText = _("Loaded: {names}").format(names=", ".join(n.GetName() for n in nodes))
 
 
 #
@@ -190,7 +224,7 @@ class DICOMLabelmapSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class DICOMLabelmapSegLogic(ScriptedLoadableModuleLogic):
-    """Slicer-side actions of the module panel (no widgets); decisions are in slicerlogic."""
+    """Slicer-side actions of the module panel (no widgets); decisions are in DICOMLabelmapSegLib.app."""
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
@@ -199,105 +233,145 @@ class DICOMLabelmapSegLogic(ScriptedLoadableModuleLogic):
         return DICOMLabelmapSegParameterNode(super().getParameterNode())
 
     @staticmethod
-    def applySettingsToParameterNode(parameterNode, settings) -> None:
-        """Initialize the panel's choices from QSettings (they persist across sessions)."""
-        parameterNode.transferSyntax = slicerlogic.syntaxFromSetting(
-            settings[slicerlogic.SETTINGS_TRANSFER_SYNTAX]
-        ).label
-        parameterNode.paletteColor = slicerlogic.toBool(settings[slicerlogic.SETTINGS_PALETTE_COLOR])
-        parameterNode.seriesDescription = str(settings[slicerlogic.SETTINGS_SERIES_DESCRIPTION] or "")
-        parameterNode.contentCreatorName = str(settings[slicerlogic.SETTINGS_CONTENT_CREATOR_NAME] or "")
-        parameterNode.exportToDatabase = slicerlogic.toBool(settings[slicerlogic.SETTINGS_EXPORT_TO_DATABASE])
-        parameterNode.exportToFolder = slicerlogic.toBool(settings[slicerlogic.SETTINGS_EXPORT_TO_FOLDER])
-        parameterNode.outputFolder = Path(str(settings[slicerlogic.SETTINGS_OUTPUT_FOLDER] or ""))
+    def panelValues(parameterNode):
+        return settings.PanelValues(
+            transferSyntax=parameterNode.transferSyntax,
+            paletteColor=parameterNode.paletteColor,
+            contentCreatorName=parameterNode.contentCreatorName,
+            exportToDatabase=parameterNode.exportToDatabase,
+            exportToFolder=parameterNode.exportToFolder,
+            outputFolder=parameterNode.outputFolder,
+        )
 
     @staticmethod
-    def saveSettings(parameterNode) -> None:
-        """Store the panel's choices in QSettings, where the export plugin reads them too."""
-        settings = qt.QSettings()
-        settings.setValue(
-            slicerlogic.SETTINGS_TRANSFER_SYNTAX, slicerlogic.syntaxFromSetting(parameterNode.transferSyntax).value
+    def applyPanelValues(parameterNode, values) -> None:
+        parameterNode.transferSyntax = values.transferSyntax
+        parameterNode.paletteColor = values.paletteColor
+        parameterNode.contentCreatorName = values.contentCreatorName
+        parameterNode.exportToDatabase = values.exportToDatabase
+        parameterNode.exportToFolder = values.exportToFolder
+        parameterNode.outputFolder = values.outputFolder
+
+    @staticmethod
+    def saveSettings(values) -> dict:
+        """Store the choices the user applied (the Export button) in the settings; returns them."""
+        stored = qt.QSettings()
+        applied = settings.settingsFromPanelValues(values)
+        for key, value in applied.items():
+            stored.setValue(key, value)
+        return applied
+
+    def exportVolumeFirst(self, volumeNode, segmentationNode) -> None:
+        """Export a volume not from DICOM as a new DICOM series with Slicer's own scalar volume exporter
+        (its dialog asks for patient and study), then let the SEG reference it."""
+        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+        export.prepareVolumeExport(shNode, volumeNode, segmentationNode, _("Anonymous"), _("New study"))
+        before = DICOMUtils.allSeriesUIDsInDatabase()
+        dialog = slicer.qSlicerDICOMExportDialog()
+        dialog.setMRMLScene(slicer.mrmlScene)
+        dialog.execDialog(shNode.GetItemByDataNode(volumeNode))
+        seriesUID = export.exportedVolumeSeries(
+            before, DICOMUtils.allSeriesUIDsInDatabase(),
+            lambda uid: slicer.dicomDatabase.fileValue(slicer.dicomDatabase.filesForSeries(uid, 1)[0], "0008,0060"),
         )
-        settings.setValue(slicerlogic.SETTINGS_PALETTE_COLOR, str(parameterNode.paletteColor).lower())
-        settings.setValue(slicerlogic.SETTINGS_SERIES_DESCRIPTION, parameterNode.seriesDescription)
-        settings.setValue(slicerlogic.SETTINGS_CONTENT_CREATOR_NAME, parameterNode.contentCreatorName)
-        settings.setValue(slicerlogic.SETTINGS_EXPORT_TO_DATABASE, str(parameterNode.exportToDatabase).lower())
-        settings.setValue(slicerlogic.SETTINGS_EXPORT_TO_FOLDER, str(parameterNode.exportToFolder).lower())
-        settings.setValue(slicerlogic.SETTINGS_OUTPUT_FOLDER, str(parameterNode.outputFolder))
+        if not seriesUID:
+            raise LabelmapSegError(_(
+                "The volume was not added to the DICOM database, so the SEG has no images to reference. "
+                "Export it to the database (not only to a folder), then export the segmentation again."
+            ))
+        export.adoptExportedSeries(volumeNode, seriesUID, slicer.dicomDatabase.instancesForSeries(seriesUID))
 
-    def syncReferenceVolume(self, parameterNode) -> None:
-        """Show the segmentation's reference volume; a volume the user picks becomes its reference."""
-        segmentationNode = parameterNode.segmentationNode
-        segmentationID = segmentationNode.GetID() if segmentationNode else None
-        segmentationChanged = segmentationID != getattr(self, "_lastSegmentationID", None)
-        self._lastSegmentationID = segmentationID
-        if not segmentationNode:
-            return
-        action, volumeNode = slicerlogic.referenceVolumeUpdate(
-            segmentationChanged, parameterNode.referenceVolumeNode, slicerlogic.referenceVolumeNode(segmentationNode)
-        )
-        if action == "show":
-            parameterNode.referenceVolumeNode = volumeNode
-        elif action == "apply":
-            segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+    def exportToDicom(self, parameterNode) -> str:
+        """Export the panel's segmentation; returns the status text (files, total size, time).
 
-    def exportToDicom(self, parameterNode, settings) -> str:
-        """Export the panel's segmentation; returns the status text (files and sizes).
-
-        Raises the library's errors (clear messages) for the caller to display.
+        Raises the library's errors (clear messages) for the caller to display once.
         """
         segmentationNode = parameterNode.segmentationNode
         if not segmentationNode:
             raise ValueError(_("Select a segmentation to export."))
-        volumeNode, sourceFiles = slicerlogic.sourceFilesForSegmentation(
-            segmentationNode, slicer.dicomDatabase.fileForInstance, parameterNode.referenceVolumeNode
+        fileForInstance = slicer.dicomDatabase.fileForInstance
+        plan = export.referencePlan(segmentationNode, fileForInstance, parameterNode.referenceVolumeNode)
+        if plan.action is export.ReferenceAction.NO_VOLUME:
+            raise ValueError(plan.message)
+        if plan.action is export.ReferenceAction.EXPORT_VOLUME_FIRST:
+            if not slicer.util.confirmYesNoDisplay(plan.message, windowTitle=_("Export the volume first?")):
+                return _("Not exported: the reference volume is not in the DICOM database.")
+            self.exportVolumeFirst(plan.volumeNode, segmentationNode)
+            plan = export.referencePlan(segmentationNode, fileForInstance, plan.volumeNode)
+            if plan.action is not export.ReferenceAction.READY:
+                raise ValueError(plan.message)
+        values = dict(currentSettings())
+        values.update(self.saveSettings(self.panelValues(parameterNode)))
+        options = export.exportOptions(
+            values, export.exportTags(segmentationNode, values, parameterNode.seriesDescription)
         )
-        options = slicerlogic.exportOptions(settings, slicerlogic.exportTags(segmentationNode, settings))
-        if not ensurePythonPackages([options.transfer_syntax.uid], forWriting=True):
-            raise ValueError(_("Export needs Python packages that are not installed."))
-        temporaryDirectory = tempfile.mkdtemp(prefix="DICOMLabelmapSeg-", dir=slicer.app.temporaryPath)
+        problem = ensurePythonPackages([options.transfer_syntax.uid], forWriting=True)
+        if problem:
+            raise ValueError(problem)
+        toFolder = parameterNode.exportToFolder and settings.outputFolderChosen(parameterNode.outputFolder)
+        directory = parameterNode.outputFolder if toFolder else tempfile.mkdtemp(
+            prefix="DICOMLabelmapSeg-", dir=slicer.app.temporaryPath
+        )
+        keepFiles = toFolder
         progress = ProgressDialog(_("Exporting DICOM LABELMAP Segmentation"))
         try:
-            paths = slicerlogic.exportSegmentation(
-                segmentationNode, volumeNode, sourceFiles, temporaryDirectory, options, progress
+            os.makedirs(directory, exist_ok=True)
+            result = export.exportNode(
+                segmentationNode, plan.volumeNode, plan.sourceFiles, directory, options, progress
             )
-            status = slicerlogic.formatFileSizes(paths)
-            if parameterNode.exportToFolder and slicerlogic.outputFolderChosen(parameterNode.outputFolder):
-                folder = Path(parameterNode.outputFolder)
-                folder.mkdir(parents=True, exist_ok=True)
-                copied = []
-                try:
-                    for path in paths:
-                        copied.append(folder / Path(path).name)
-                        shutil.copy2(path, copied[-1])
-                except BaseException:
-                    for path in copied:  # all files of the series or none
-                        path.unlink(missing_ok=True)
-                    raise
-                status += "\n" + _("Saved in folder {folder}").format(folder=folder)
+            status = result.summary()
+            if toFolder:
+                status += "\n" + _("Saved in folder {folder}").format(folder=directory)
             if parameterNode.exportToDatabase:
-                DICOMUtils.importDicom(temporaryDirectory, copyFiles=True)
-                DICOMUtils.refreshDICOMWidget()
+                if not DICOMUtils.importDicom(directory, copyFiles=True):
+                    keepFiles = True  # the message points to them
+                    raise LabelmapSegError(_(
+                        "The files were written to {folder} but adding them to the DICOM database failed "
+                        "(see the log); import that folder in the DICOM module."
+                    ).format(folder=directory))
+                if export.dicomBrowserIsOpen(slicer.modules):
+                    DICOMUtils.refreshDICOMWidget()
                 status += "\n" + _("Added to the DICOM database.")
         finally:
             progress.close()
-            shutil.rmtree(temporaryDirectory, ignore_errors=True)
+            if not keepFiles:
+                shutil.rmtree(directory, ignore_errors=True)
         logging.info(status)
         return status
 
     @staticmethod
     def loadSegFiles(paths):
         """Load SEG files or folders from disk without the DICOM database; returns the nodes."""
-        specs = slicerlogic.loadableSpecsForFiles(slicerlogic.expandPaths(paths))
-        syntaxes = sorted({uid for spec in specs for uid in spec.transferSyntaxUIDs})
-        if not ensurePythonPackages(syntaxes):
-            raise ValueError(_("Loading needs Python packages that are not installed."))
-        return slicerlogic.loadSegFilesWithoutDatabase(paths, slicer.mrmlScene)
+        specs = examine.loadableSpecsForFiles(load.expandPaths(paths))
+        problem = ensurePythonPackages(sorted({uid for spec in specs for uid in spec.transferSyntaxUIDs}))
+        if problem:
+            raise ValueError(problem)
+        return load.loadSegFilesWithoutDatabase(paths, slicer.mrmlScene)
 
 
 #
 # DICOMLabelmapSegTest
 #
+
+#: Public test data: TotalSegmentator's own test files (github.com/wasserth/TotalSegmentator, Apache-2.0) at
+#: fixed commits: a CT (122 x 101 x 112 voxels, 3 mm) and its TotalSegmentator "total" label map.
+#: (url, file name in Slicer's cache, checksum) as SampleDataLogic.downloadFileIntoCache takes them.
+TOTALSEGMENTATOR_CT = (
+    "https://raw.githubusercontent.com/wasserth/TotalSegmentator/0effae9d718aab0c118ce1f8982dcd16b9e32a50/"
+    "tests/reference_files/example_ct.nii.gz",
+    "DICOMLabelmapSeg-TotalSegmentator-example_ct.nii.gz",
+    "SHA256:dbd3ae6d614d1d7ef3a46925c30c70038ed52da6b37fdd6afdc7b9b71387e3e1",
+)
+TOTALSEGMENTATOR_LABELMAP = (
+    "https://raw.githubusercontent.com/wasserth/TotalSegmentator/853cd2fea2e8870e473dba2f911b989a54b6e274/"
+    "tests/reference_files/example_seg_fast_force_split.nii.gz",
+    "DICOMLabelmapSeg-TotalSegmentator-example_seg_fast_force_split.nii.gz",
+    "SHA256:e8097758e56e73099075b6caaebce23ef11bc6fad66a4ec3753b9406846558c7",
+)
+LIVER_TERMINOLOGY = (
+    "Segmentation category and type - DICOM master list~SCT^85756007^Tissue~SCT^10200004^Liver~^^~"
+    "Anatomic codes - DICOM master list~^^~^^"
+)
 
 
 def writeSyntheticCtSeries(directory, shape=(6, 20, 24), spacing=(2.5, 0.9, 0.8), origin=(-20.0, -15.0, 40.0)):
@@ -349,22 +423,25 @@ def writeSyntheticCtSeries(directory, shape=(6, 20, 24), spacing=(2.5, 0.9, 0.8)
 class DICOMLabelmapSegTestMixin:
     """setUp/tearDown and helpers shared by the self-tests (also Testing/Python/DICOMLabelmapSegFailureTest.py).
 
-    Test data is generated here (a synthetic CT series written with pydicom); nothing is downloaded.
+    Nothing is installed: what the running Slicer lacks is skipped with the names of the packages.
     """
 
     def setUp(self):
         slicer.mrmlScene.Clear(0)
         self.tempDir = tempfile.mkdtemp(prefix="DICOMLabelmapSegTest-", dir=slicer.app.temporaryPath)
         self.settings = qt.QSettings()
-        self.savedSettings = {key: self.settings.value(key) for key in slicerlogic.SETTINGS_DEFAULTS}
-        problem = slicerlogic.environmentProblem()
+        self.savedSettings = {key: self.settings.value(key) for key in settings.SETTINGS_DEFAULTS}
+        problem = dependencies.environmentProblem()
         if problem:
             self.skipTest(problem)
-        missing = slicerlogic.missingPackages()
+        missing = dependencies.missingRequirements()
         if missing:
-            slicer.util.pip_install(missing)
-            if slicerlogic.restartNeededAfterInstall(missing, __import__("sys").modules):
-                self.skipTest("Python packages were upgraded (pydicom); run the test again after restarting Slicer")
+            self.skipTest("This Slicer lacks the Python package(s) " + ", ".join(missing) + " (not installed by tests)")
+        self.syntaxes, skipped = dependencies.syntaxesUsableHere()
+        for line in skipped:
+            logging.warning(line)
+        if not self.syntaxes:
+            self.skipTest("No transfer syntax can be written and read here: " + "; ".join(skipped))
 
     def tearDown(self):
         for key, value in self.savedSettings.items():  # the user's own choices stay as they were
@@ -381,8 +458,10 @@ class DICOMLabelmapSegTestMixin:
         self.assertTrue(DICOMUtils.importDicom(os.path.dirname(ctPaths[0])), "CT import into the database failed")
         import pydicom
 
-        seriesUID = pydicom.dcmread(ctPaths[0], stop_before_pixels=True).SeriesInstanceUID
-        nodeIDs = DICOMUtils.loadSeriesByUID([seriesUID])
+        return self.loadSeriesAsVolume(pydicom.dcmread(ctPaths[0], stop_before_pixels=True).SeriesInstanceUID)
+
+    def loadSeriesAsVolume(self, seriesUID):
+        nodeIDs = DICOMUtils.loadSeriesByUID([seriesUID])  # test set-up only: the CT, by core's plugin
         volumes = [slicer.mrmlScene.GetNodeByID(i) for i in nodeIDs]
         volumes = [v for v in volumes if v and v.IsA("vtkMRMLScalarVolumeNode")]
         self.assertEqual(len(volumes), 1, "the CT series should load as one scalar volume")
@@ -394,7 +473,6 @@ class DICOMLabelmapSegTestMixin:
         import numpy as np
         from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
         from DICOMLabelmapSegLib.model import Code, Layer, Segment, Segmentation, Terminology
-        from DICOMLabelmapSegLib.mrml import node_from_segmentation
 
         geometry = geometry_from_source(read_source_series(ctPaths))
         layer0 = np.zeros(geometry.shape, np.uint8)
@@ -417,9 +495,12 @@ class DICOMLabelmapSegTestMixin:
                 Layer(layer1, [Segment(1, "Region", (30, 144, 255)), Segment(2, "Empty", (250, 250, 0))]),
             ],
         )
-        node = node_from_segmentation(segmentation, slicer.mrmlScene, name=name)
-        node.CreateDefaultDisplayNodes()
-        node.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        return self.nodeInStudyOf(segmentation, volumeNode, name)
+
+    def nodeInStudyOf(self, segmentation, volumeNode, name):
+        from DICOMLabelmapSegLib.mrml import node_from_segmentation
+
+        node = node_from_segmentation(segmentation, slicer.mrmlScene, name=name, referenceVolumeNode=volumeNode)
         shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
         studyItem = shNode.GetItemParent(shNode.GetItemByDataNode(volumeNode))
         shNode.SetItemParent(shNode.GetItemByDataNode(node), studyItem)
@@ -429,7 +510,7 @@ class DICOMLabelmapSegTestMixin:
         """What the Export to DICOM dialog does: examineForExport on every plugin, then export()."""
         shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
         itemID = shNode.GetItemByDataNode(segmentationNode)
-        plugin = slicer.modules.dicomPlugins[slicerlogic.PLUGIN_KEY]()
+        plugin = slicer.modules.dicomPlugins[examine.PLUGIN_KEY]()
         exportables = plugin.examineForExport(itemID)
         self.assertEqual(len(exportables), 1, "one exportable per segmentation")
         os.makedirs(directory, exist_ok=True)
@@ -437,71 +518,184 @@ class DICOMLabelmapSegTestMixin:
             exportable.directory = directory
         return exportables, plugin.export(exportables)
 
+    def assertPreselectedInExportDialog(self, segmentationNode):
+        """Every plugin's exportables as the dialog collects them; ours must be the preselected group."""
+        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+        itemID = shNode.GetItemByDataNode(segmentationNode)
+        confidences = {}
+        for key, pluginClass in slicer.modules.dicomPlugins.items():
+            found = pluginClass().examineForExport(itemID)
+            if found:
+                confidences[key] = sum(e.confidence for e in found) / len(found)
+        self.assertEqual(export.preselectedExporter(confidences), examine.PLUGIN_KEY, f"preselected: {confidences}")
 
+    def exportAndCheckFiles(self, segmentationNode, syntax, palette, layers):
+        """Export through the plugin in ``syntax``; the files are checked and indexed; returns them."""
+        import pydicom
 
-class DICOMLabelmapSegTest(DICOMLabelmapSegTestMixin, ScriptedLoadableModuleTest):
-    """Inside Slicer: a DICOM volume in a temporary database, overlapping segments with terminology,
-    export through the plugin in every transfer syntax, re-import through the DICOMUtils loadables
-    path (as the DICOM browser does), node-to-node comparison. Failure paths are tested in
-    Testing/Python/DICOMLabelmapSegFailureTest.py."""
+        self.settings.setValue(settings.SETTINGS_TRANSFER_SYNTAX, syntax.value)
+        self.settings.setValue(settings.SETTINGS_PALETTE_COLOR, str(palette).lower())
+        directory = os.path.join(self.tempDir, f"{segmentationNode.GetID()}-{syntax.value}")
+        exportables, error = self.exportWithPlugin(segmentationNode, directory)
+        self.assertEqual(exportables[0].confidence, export.EXPORT_CONFIDENCE, exportables[0].tooltip)
+        self.assertEqual(error, "", f"export in {syntax.label} failed: {error}")
+        written = sorted(os.listdir(directory))
+        self.assertEqual(len(written), layers, f"one LABELMAP instance per layer expected, got {written}")
+        first = pydicom.dcmread(os.path.join(directory, written[0]), stop_before_pixels=True)
+        self.assertEqual(first.file_meta.TransferSyntaxUID, syntax.uid, "wrong transfer syntax written")
+        self.assertEqual(first.PhotometricInterpretation == "PALETTE COLOR", palette, "palette setting ignored")
+        self.assertTrue(DICOMUtils.importDicom(directory), "SEG import into the database failed")
+        files = slicer.dicomDatabase.filesForSeries(first.SeriesInstanceUID)
+        self.assertEqual(len(files), layers, "every instance of the SEG series is in the database")
+        return files
 
-    def runTest(self):
-        self.setUp()
-        try:
-            self.test_RoundTripEveryTransferSyntax()
-        finally:
-            self.tearDown()
+    def loadThroughBrowser(self, files, layers):
+        """What the DICOM browser does: examine with every plugin, preselect, load the selection (ours)."""
+        loadablesByPlugin, loadEnabled = DICOMUtils.getLoadablesFromFileLists([files])
+        DICOMUtils.selectHighestConfidenceLoadables(loadablesByPlugin)
+        ours = [
+            loadable for plugin, loadables in loadablesByPlugin.items() for loadable in loadables
+            if isinstance(plugin, slicer.modules.dicomPlugins[examine.PLUGIN_KEY])
+        ]
+        self.assertEqual(len(ours), 1, "one loadable for the whole LABELMAP series")
+        self.assertTrue(ours[0].selected, "our LABELMAP loadable must be preselected")
+        self.assertIn(f"{layers} layer", ours[0].name)
+        for plugin in loadablesByPlugin:  # load only ours
+            for loadable in loadablesByPlugin[plugin]:
+                loadable.selected = loadable in ours
+        volumesBefore = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+        nodeIDs = DICOMUtils.loadLoadables(loadablesByPlugin)
+        loaded = [slicer.mrmlScene.GetNodeByID(i) for i in nodeIDs]
+        loaded = [n for n in loaded if n and n.IsA("vtkMRMLSegmentationNode")]
+        self.assertEqual(len(loaded), 1, "one segmentation node loaded")
+        self.assertEqual(
+            slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode"), volumesBefore,
+            "loading the SEG must not load its referenced series (the browser asks the user about it)",
+        )
+        return loaded[0]
 
-    def test_RoundTripEveryTransferSyntax(self):
-        from DICOMLabelmapSegLib.dicom.syntax import TransferSyntax
+    def assertSameSegmentation(self, expected, node, volumeNode, what):
         from DICOMLabelmapSegLib.model import differences
         from DICOMLabelmapSegLib.mrml import segmentation_from_node
 
-        self.assertIn(slicerlogic.PLUGIN_KEY, slicer.modules.dicomPlugins, "plugin is not registered")
+        found = differences(expected, segmentation_from_node(node, volumeNode))
+        self.assertEqual(found, [], f"{what}: round trip differs: {found}")
+
+
+class DICOMLabelmapSegTest(DICOMLabelmapSegTestMixin, ScriptedLoadableModuleTest):
+    """Inside Slicer: export through the plugin in every transfer syntax this Slicer can write and read,
+    re-import through the DICOM browser's path (examine -> select -> load), node-to-node comparison.
+    A synthetic case and real data (TotalSegmentator's CT and label map, downloaded with pinned SHA-256).
+    Failure paths are tested in Testing/Python/DICOMLabelmapSegFailureTest.py."""
+
+    def runTest(self):
+        for name in ("test_RoundTripEveryTransferSyntax", "test_TotalSegmentatorRoundTrip"):
+            self.setUp()
+            try:
+                getattr(self, name)()
+            finally:
+                self.tearDown()
+
+    def test_RoundTripEveryTransferSyntax(self):
+        from DICOMLabelmapSegLib.mrml import segmentation_from_node
+
+        self.assertIn(examine.PLUGIN_KEY, slicer.modules.dicomPlugins, "plugin is not registered")
         with DICOMUtils.TemporaryDICOMDatabase(os.path.join(self.tempDir, "db")):
             ctPaths = writeSyntheticCtSeries(os.path.join(self.tempDir, "ct"))
             volumeNode = self.loadDicomVolume(ctPaths)
             original = self.makeSegmentationNode(volumeNode, ctPaths)
             self.assertEqual(original.GetSegmentation().GetNumberOfLayers(), 2, "overlap needs two layers")
-            expected = segmentation_from_node(original)
-            for index, syntax in enumerate(TransferSyntax):
+            self.assertPreselectedInExportDialog(original)
+            expected = segmentation_from_node(original, volumeNode)
+            for index, syntax in enumerate(self.syntaxes):
                 palette = index % 2 == 1  # palette color LUT on every other syntax
                 self.delayDisplay(f"Export and re-import as {syntax.label}, palette color {palette}", 10)
-                self.settings.setValue(slicerlogic.SETTINGS_TRANSFER_SYNTAX, syntax.value)
-                self.settings.setValue(slicerlogic.SETTINGS_PALETTE_COLOR, str(palette).lower())
-                directory = os.path.join(self.tempDir, syntax.value)
-                exportables, error = self.exportWithPlugin(original, directory)
-                self.assertEqual(exportables[0].confidence, slicerlogic.EXPORT_CONFIDENCE, exportables[0].tooltip)
-                self.assertEqual(error, "", f"export in {syntax.label} failed: {error}")
-                written = sorted(os.listdir(directory))
-                self.assertEqual(len(written), 2, f"one LABELMAP instance per layer expected, got {written}")
-                self.assertTrue(DICOMUtils.importDicom(directory), "SEG import into the database failed")
+                files = self.exportAndCheckFiles(original, syntax, palette, layers=2)
+                loaded = self.loadThroughBrowser(files, layers=2)
+                self.assertIs(export.referenceVolumeNode(loaded), volumeNode, "reference volume not set")
+                self.assertSameSegmentation(expected, loaded, volumeNode, syntax.label)
+                slicer.mrmlScene.RemoveNode(loaded)
+        self.delayDisplay("Round trip in every usable transfer syntax passed")
 
-                import pydicom
+    def exportVolumeAsDicom(self, volumeNode, directory):
+        """Write a volume as a DICOM CT series with Slicer's own scalar volume exporter."""
+        from DICOMLabelmapSegLib.mrml import put_in_new_study
 
-                first = pydicom.dcmread(os.path.join(directory, written[0]), stop_before_pixels=True)
-                self.assertEqual(first.file_meta.TransferSyntaxUID, syntax.uid, "wrong transfer syntax written")
-                self.assertEqual(first.PhotometricInterpretation == "PALETTE COLOR", palette, "palette setting ignored")
-                files = slicer.dicomDatabase.filesForSeries(first.SeriesInstanceUID)
-                self.assertEqual(len(files), 2, "both instances of the SEG series are in the database")
-                loadablesByPlugin, loadEnabled = DICOMUtils.getLoadablesFromFileLists([files])
-                DICOMUtils.selectHighestConfidenceLoadables(loadablesByPlugin)
-                ours = [
-                    loadable for plugin, loadables in loadablesByPlugin.items() for loadable in loadables
-                    if isinstance(plugin, slicer.modules.dicomPlugins[slicerlogic.PLUGIN_KEY])
-                ]
-                self.assertEqual(len(ours), 1, "one loadable for the whole LABELMAP series")
-                self.assertTrue(ours[0].selected, "our LABELMAP loadable must be preselected")
-                self.assertIn("2 layers", ours[0].name)
-                for plugin in loadablesByPlugin:  # load only ours
-                    for loadable in loadablesByPlugin[plugin]:
-                        loadable.selected = loadable in ours
-                nodeIDs = DICOMUtils.loadLoadables(loadablesByPlugin)
-                loaded = [slicer.mrmlScene.GetNodeByID(i) for i in nodeIDs]
-                loaded = [n for n in loaded if n and n.IsA("vtkMRMLSegmentationNode")]
-                self.assertEqual(len(loaded), 1, "one segmentation node loaded")
-                self.assertIs(slicerlogic.referenceVolumeNode(loaded[0]), volumeNode, "reference volume not set")
-                found = differences(expected, segmentation_from_node(loaded[0]))
-                self.assertEqual(found, [], f"{syntax.label}: round trip differs: {found}")
-                slicer.mrmlScene.RemoveNode(loaded[0])
-        self.delayDisplay("Round trip in every transfer syntax passed")
+        itemID = put_in_new_study([volumeNode], "TotalSegmentator^Example", "Example study")
+        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+        volumeItem = shNode.GetItemByDataNode(volumeNode)
+        self.assertEqual(shNode.GetItemParent(volumeItem), itemID)
+        exporter = slicer.modules.dicomPlugins["DICOMScalarVolumePlugin"]()
+        exportables = exporter.examineForExport(volumeItem)
+        os.makedirs(directory, exist_ok=True)
+        for exportable in exportables:
+            exportable.directory = directory
+            exportable.setTag("PatientName", "TotalSegmentator^Example")
+            exportable.setTag("PatientID", "TS-EXAMPLE")
+            exportable.setTag("StudyID", "1")
+            exportable.setTag("SeriesDescription", "TotalSegmentator example CT")
+        self.assertEqual(exporter.export(exportables), "", "Slicer's scalar volume export failed")
+
+    def test_TotalSegmentatorRoundTrip(self):
+        """Real CT and TotalSegmentator label map: CT through the DICOM database, LABELMAP export in every
+        usable syntax, browser load with the CT in the scene and without it."""
+        import numpy as np
+        import pydicom
+        import SampleData
+        from DICOMLabelmapSegLib.model import Layer, Segment
+        from DICOMLabelmapSegLib.mrml import segmentation_from_node, set_terminology_entry
+
+        sampleData = SampleData.SampleDataLogic()
+        ctPath = sampleData.downloadFileIntoCache(*TOTALSEGMENTATOR_CT)
+        labelmapPath = sampleData.downloadFileIntoCache(*TOTALSEGMENTATOR_LABELMAP)
+        self.assertTrue(ctPath and labelmapPath, "download failed (checksum mismatch or no network)")
+        with DICOMUtils.TemporaryDICOMDatabase(os.path.join(self.tempDir, "db")):
+            niftiVolume = slicer.util.loadVolume(ctPath)
+            ctDirectory = os.path.join(self.tempDir, "ct-dicom")
+            self.exportVolumeAsDicom(niftiVolume, ctDirectory)
+            self.assertTrue(DICOMUtils.importDicom(ctDirectory), "CT import into the database failed")
+            ctFiles = [os.path.join(d, f) for d, _, names in os.walk(ctDirectory) for f in names]
+            seriesUID = pydicom.dcmread(ctFiles[0], stop_before_pixels=True).SeriesInstanceUID
+            slicer.mrmlScene.RemoveNode(niftiVolume)
+            ctVolume = self.loadSeriesAsVolume(seriesUID)
+
+            labelmapNode = slicer.util.loadLabelVolume(labelmapPath)
+            imported = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "TotalSegmentator import")
+            imported.SetReferenceImageGeometryParameterFromVolumeNode(ctVolume)
+            self.assertTrue(
+                slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmapNode, imported)
+            )
+            firstSegment = imported.GetSegmentation().GetNthSegment(0)
+            set_terminology_entry(firstSegment, LIVER_TERMINOLOGY)
+            model = segmentation_from_node(imported, ctVolume)
+            self.assertGreater(len(model.layers[0].segments), 20, "TotalSegmentator's label map has many organs")
+            overlap = (model.layers[0].labels > 0).astype(np.uint8)  # overlaps every organ: a second layer
+            model.layers.append(Layer(overlap, [Segment(1, "Body region", (200, 180, 40))]))
+            original = self.nodeInStudyOf(model, ctVolume, "TotalSegmentator")
+            for node in (imported, labelmapNode):
+                slicer.mrmlScene.RemoveNode(node)
+            self.assertEqual(original.GetSegmentation().GetNumberOfLayers(), 2)
+            self.assertPreselectedInExportDialog(original)
+            expected = segmentation_from_node(original, ctVolume)
+
+            exported = []
+            for index, syntax in enumerate(self.syntaxes):
+                self.delayDisplay(f"TotalSegmentator: {syntax.label}", 10)
+                files = self.exportAndCheckFiles(original, syntax, index % 2 == 1, layers=2)
+                loaded = self.loadThroughBrowser(files, layers=2)
+                self.assertIs(export.referenceVolumeNode(loaded), ctVolume, "the CT in the scene is the reference")
+                self.assertSameSegmentation(expected, loaded, ctVolume, f"TotalSegmentator {syntax.label}")
+                slicer.mrmlScene.RemoveNode(loaded)
+                exported.append((syntax, files))
+
+            ctGeometryVolume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT grid copy")
+            ctGeometryVolume.CopyOrientation(ctVolume)
+            ctGeometryVolume.SetAndObserveImageData(ctVolume.GetImageData())
+            slicer.mrmlScene.RemoveNode(original)
+            slicer.mrmlScene.RemoveNode(ctVolume)  # now the referenced CT is not in the scene
+            for syntax, files in exported[:2]:
+                loaded = self.loadThroughBrowser(files, layers=2)
+                self.assertIsNone(export.referenceVolumeNode(loaded), "no reference volume in the scene")
+                self.assertSameSegmentation(expected, loaded, ctGeometryVolume, f"without CT, {syntax.label}")
+                slicer.mrmlScene.RemoveNode(loaded)
+        self.delayDisplay("TotalSegmentator round trip passed")

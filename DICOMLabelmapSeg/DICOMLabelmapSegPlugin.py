@@ -1,82 +1,87 @@
 """DICOM plugin: LABELMAP (and BINARY) DICOM Segmentation import and LABELMAP SEG export.
 
-Thin shell over :mod:`DICOMLabelmapSegLib.app.slicerlogic`, where every decision is made and tested.
-The hidden module class at the end registers the plugin in ``slicer.modules.dicomPlugins`` under
-``PLUGIN_KEY``, like Slicer's own DICOM plugins (``DICOMScalarVolumePlugin.py``).
+Thin shell over the Qt-free use cases in :mod:`DICOMLabelmapSegLib.app` (examine, load, export,
+dependencies, settings), where every decision is made and tested on slicer-core. The hidden module
+class at the end registers the plugin in ``slicer.modules.dicomPlugins`` under ``PLUGIN_KEY``, like
+Slicer's own DICOM plugins (``DICOMScalarVolumePlugin.py``).
 """
 
 import importlib
 import logging
-import sys
 
+import ctk
 import qt
 import slicer
-from DICOMLabelmapSegLib.app import slicerlogic
-from DICOMLib import DICOMLoadable, DICOMPlugin, DICOMUtils
+from DICOMLabelmapSegLib.app import dependencies, examine, export, load, settings
+from DICOMLabelmapSegLib.app.messages import userMessage
+from DICOMLib import DICOMLoadable, DICOMPlugin
 from slicer.i18n import tr as _
+
+WINDOW_TITLE = "DICOM Labelmap Segmentation"
 
 
 def currentSettings():
-    """The module's QSettings values (keys ``DICOMLabelmapSeg/...``), with defaults."""
-    settings = qt.QSettings()
-    return {key: settings.value(key, default) for key, default in slicerlogic.SETTINGS_DEFAULTS.items()}
+    """The export settings (keys ``DICOMLabelmapSeg/...``), with defaults for what was never saved."""
+    stored = qt.QSettings()
+    return settings.withDefaults({key: stored.value(key) for key in settings.SETTINGS_DEFAULTS})
+
+
+def installPackages(packages):
+    """pip-install ``packages`` without further questions (the caller asked)."""
+    try:
+        packaging = importlib.import_module("slicer.packaging")  # Slicer 5.12+
+    except ImportError:  # Slicer 5.10
+        slicer.util.pip_install(list(packages))
+    else:
+        packaging.pip_ensure(list(packages), prompt_install=False, prompt_restart=False, requester=WINDOW_TITLE)
 
 
 def ensurePythonPackages(transferSyntaxUIDs=(), forWriting=False):
-    """Install missing packages after asking the user; True if everything needed is importable now.
+    """'' if everything needed is importable (installing after one question), else why not.
 
-    Slicer 5.10 bundles pydicom 2.4.4; highdicom needs pydicom 3, so pydicom is upgraded (the question
-    says so). Slicer 5.8 has Python 3.9, where pydicom 3 cannot be installed: the user is told to use
-    Slicer 5.10+. If a package replaced a module already imported in this session, the user is asked
-    to restart Slicer and False is returned.
+    The returned text is not shown here: each caller shows it once in its own way (the browser's
+    "Could not load", the Export dialog's error, the panel's error display).
     """
-    problem = slicerlogic.environmentProblem()
-    if problem:
-        slicer.util.errorDisplay(problem, windowTitle=_("DICOM Labelmap Segmentation"))
-        return False
-    missing = slicerlogic.missingPackages(transferSyntaxUIDs, forWriting=forWriting)
-    if not missing:
-        return True
-    if slicer.app.commandOptions().testingEnabled:
-        logging.error("Python packages missing (not installed while testing): " + ", ".join(missing))
-        return False
-    if not slicer.util.confirmOkCancelDisplay(
-        slicerlogic.installPrompt(missing), windowTitle=_("Install Python packages")
-    ):
-        return False
-    needsRestart = slicerlogic.restartNeededAfterInstall(missing, sys.modules)
-    with slicer.util.tryWithErrorDisplay(_("Failed to install Python packages."), waitCursor=True):
-        try:
-            packaging = importlib.import_module("slicer.packaging")  # Slicer 5.12+
-        except ImportError:  # Slicer 5.8 / 5.10
-            slicer.util.pip_install(missing)
-        else:
-            packaging.pip_ensure(
-                missing, prompt_install=False, prompt_restart=False, requester="DICOM Labelmap Segmentation"
-            )
-    if needsRestart:
-        slicer.util.infoDisplay(
-            _("The Python packages were installed. Restart Slicer to use them: an older version of one of them "
-              "was already loaded in this session."),
-            windowTitle=_("Restart Slicer"),
-        )
-        return False
+    plan = dependencies.installPlan(
+        transferSyntaxUIDs, forWriting, testing=bool(slicer.app.commandOptions().testingEnabled)
+    )
+    if plan.action is dependencies.InstallAction.NONE:
+        return ""
+    if plan.action is not dependencies.InstallAction.ASK:
+        return plan.message
+    if not slicer.util.confirmOkCancelDisplay(plan.message, windowTitle=_("Install Python packages")):
+        return _("Not installed: {packages} (declined).").format(packages=", ".join(plan.packages))
+    try:
+        installPackages(plan.packages)
+    except Exception as error:
+        return _("Installing {packages} failed: {error}").format(packages=", ".join(plan.packages), error=error)
+    if plan.restartAfterInstall:
+        slicer.util.restart()
+        return _("Restart Slicer to use the packages just installed.")
     importlib.invalidate_caches()  # let find_spec see the packages just installed
-    return not slicerlogic.missingPackages(transferSyntaxUIDs, forWriting=forWriting)
+    still = dependencies.missingPackages(transferSyntaxUIDs, forWriting=forWriting)
+    return _("Still missing after installation: {packages}").format(packages=", ".join(still)) if still else ""
 
 
 class ProgressDialog:
-    """A cancellable progress dialog usable as the library's ``progress(fraction, message)`` callback."""
+    """A cancellable progress dialog usable as the library's ``progress(fraction, message)`` callback.
+
+    Parented to the active modal window (the Export to DICOM dialog when it is open), and kept open
+    until :meth:`close` (no auto-hide at 100 %).
+    """
 
     def __init__(self, title):
-        self.dialog = slicer.util.createProgressDialog(windowTitle=title, labelText=title, maximum=100)
+        parent = qt.QApplication.activeModalWidget() or slicer.util.mainWindow()
+        self.dialog = slicer.util.createProgressDialog(
+            parent=parent, windowTitle=title, labelText=title, maximum=100, autoClose=False, autoReset=False
+        )
 
     def __call__(self, fraction, message):
-        self.dialog.value = int(round(100 * fraction))
+        self.dialog.value = export.progressValue(fraction)
         self.dialog.labelText = message
         slicer.app.processEvents()
         if self.dialog.wasCanceled:
-            raise slicerlogic.OperationCancelled(_("Cancelled by the user; nothing was written."))
+            raise export.OperationCancelled(_("Cancelled by the user; nothing was written."))
 
     def close(self):
         self.dialog.close()
@@ -88,7 +93,27 @@ class DICOMLabelmapSegPluginClass(DICOMPlugin):
     def __init__(self):
         super().__init__()
         self.loadType = _("DICOM Labelmap Segmentation")
-        self.tags.update(slicerlogic.PLUGIN_TAGS)
+        self.tags.update(examine.PLUGIN_TAGS)
+
+    @staticmethod
+    def settingsPanelEntry(panel, parent):
+        """Export to DICOM dialog defaults in the DICOM settings panel (the same settings as the module)."""
+        formLayout = qt.QFormLayout(parent)
+        syntaxComboBox = ctk.ctkComboBox()
+        for label in settings.syntaxChoices():
+            syntaxComboBox.addItem(label, settings.syntaxFromSetting(label).value)
+        syntaxComboBox.toolTip = _("Transfer syntax of exported LABELMAP SEG files (all lossless).")
+        formLayout.addRow(_("Compression:"), syntaxComboBox)
+        panel.registerProperty(
+            settings.SETTINGS_TRANSFER_SYNTAX, syntaxComboBox, "currentUserDataAsString",
+            str(qt.SIGNAL("currentIndexChanged(int)")),
+        )
+        paletteCheckBox = qt.QCheckBox()
+        paletteCheckBox.toolTip = _("Also store the segment colors as a palette color lookup table.")
+        formLayout.addRow(_("Palette color:"), paletteCheckBox)
+        panel.registerProperty(
+            settings.SETTINGS_PALETTE_COLOR, paletteCheckBox, "checked", str(qt.SIGNAL("toggled(bool)"))
+        )
 
     # ----------------------------------------------------------------------------------------
     # Import
@@ -107,7 +132,7 @@ class DICOMLabelmapSegPluginClass(DICOMPlugin):
     def examineFiles(self, files):
         """One loadable per SEG series in ``files`` (cheap database lookups, then a header read)."""
         loadables = []
-        for spec in slicerlogic.loadableSpecsForFiles(files, slicer.dicomDatabase.fileValue):
+        for spec in examine.loadableSpecsForFiles(files, slicer.dicomDatabase.fileValue):
             loadable = DICOMLoadable()
             loadable.files = spec.files
             loadable.name = spec.name
@@ -121,43 +146,42 @@ class DICOMLabelmapSegPluginClass(DICOMPlugin):
         return loadables
 
     def addReferences(self, loadable):
-        """Fill ``referencedInstanceUIDs``/``referencedSeriesUID`` (the base class has this only in 5.12+)."""
+        """Fill ``referencedInstanceUIDs``/``referencedSeriesUID`` (the base class has this only in 5.12+).
+
+        The browser uses them to offer loading the referenced series ("Referenced datasets found").
+        """
         spec = loadable.spec
-        loadable.referencedInstanceUIDs = slicerlogic.referencedInstanceUIDsOfSeries(
+        loadable.referencedInstanceUIDs = examine.referencedInstanceUIDsOfSeries(
             spec, slicer.dicomDatabase.instancesForSeries
         )
         if spec.referencedSeriesUID:
             loadable.referencedSeriesUID = spec.referencedSeriesUID
 
     def load(self, loadable):
-        """Load the series into a segmentation node; False (with a clear message) on failure."""
+        """Load the series into a segmentation node; False with the cause logged on failure.
+
+        The browser shows "Could not load" itself. The referenced series is never loaded here: the
+        browser asked the user about it; it is used if it is in the scene.
+        """
         spec = getattr(loadable, "spec", None)
         if spec is None:
-            specs = slicerlogic.loadableSpecsForFiles(loadable.files)
+            specs = examine.loadableSpecsForFiles(loadable.files)
             if not specs:
                 logging.error(f"No DICOM Segmentation among the files of '{loadable.name}'.")
                 return False
             spec = specs[0]
-        if not ensurePythonPackages(spec.transferSyntaxUIDs):
-            logging.error(f"Not loaded '{loadable.name}': required Python packages are missing.")
+        problem = ensurePythonPackages(spec.transferSyntaxUIDs)
+        if problem:
+            logging.error(f"Not loaded '{loadable.name}': {problem}")
             return False
-        referencedSeriesUID = slicerlogic.referencedSeriesToLoad(
-            slicer.mrmlScene, spec, lambda uid: bool(slicer.dicomDatabase.filesForSeries(uid, 1))
-        )
-        if referencedSeriesUID:
-            DICOMUtils.loadSeriesByUID([referencedSeriesUID])
-        volumeNode = slicerlogic.findVolumeForSeries(slicer.mrmlScene, spec.referencedSeriesUID)
         try:
-            segmentation = slicerlogic.segmentationFromFiles(loadable.files)
-            segmentationNode = slicerlogic.nodeFromSegmentation(
-                segmentation, slicer.mrmlScene, spec.nodeName, volumeNode, placeInSubjectHierarchy=False
+            segmentationNode = load.loadSeries(
+                loadable.files, slicer.mrmlScene, spec.nodeName, spec.referencedSeriesUID,
+                getattr(loadable, "referencedInstanceUIDs", None) or spec.referencedInstanceUIDs,
+                placeInSubjectHierarchy=False,
             )
         except Exception as error:
-            message = _("Could not load '{name}': {reason}").format(
-                name=loadable.name, reason=slicerlogic.userMessage(error)
-            )
-            logging.error(message)
-            slicer.util.errorDisplay(message, windowTitle=_("DICOM Labelmap Segmentation"))
+            logging.error(f"Could not load '{loadable.name}': {userMessage(error)}")
             return False
         self.addSeriesInSubjectHierarchy(loadable, segmentationNode)
         return True
@@ -168,7 +192,7 @@ class DICOMLabelmapSegPluginClass(DICOMPlugin):
     def examineForExport(self, subjectHierarchyItemID):
         """One exportable for a segmentation node; a low-confidence one that explains if impossible."""
         shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-        check = slicerlogic.examineForExport(
+        check = export.examineForExport(
             shNode, subjectHierarchyItemID, slicer.dicomDatabase.fileForInstance, currentSettings()
         )
         if check is None:
@@ -178,7 +202,7 @@ class DICOMLabelmapSegPluginClass(DICOMPlugin):
         exportable.tooltip = check.tooltip
         exportable.confidence = check.confidence
         exportable.subjectHierarchyItemID = subjectHierarchyItemID
-        exportable.pluginClass = slicerlogic.PLUGIN_KEY
+        exportable.pluginClass = examine.PLUGIN_KEY
         for tagName, value in check.tags.items():
             exportable.setTag(tagName, value)
         return [exportable]
@@ -186,39 +210,34 @@ class DICOMLabelmapSegPluginClass(DICOMPlugin):
     def export(self, exportables):
         """Write each exportable as one LABELMAP SEG series into its directory; '' or the error message."""
         shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-        settings = currentSettings()
+        values = currentSettings()
         for exportable in exportables:
-            check = slicerlogic.examineForExport(
-                shNode, exportable.subjectHierarchyItemID, slicer.dicomDatabase.fileForInstance, settings
+            check = export.examineForExport(
+                shNode, exportable.subjectHierarchyItemID, slicer.dicomDatabase.fileForInstance, values
             )
             if check is None:
                 return _("Only segmentation nodes can be exported as DICOM LABELMAP Segmentation.")
             if not check.exportable:
                 return check.reason
-            progress = None
             try:
-                tags = {name: exportable.tag(name) or "" for name in check.tags}
-                options = slicerlogic.exportOptions(settings, tags)
-                if not ensurePythonPackages([options.transfer_syntax.uid], forWriting=True):
-                    return _("Export needs Python packages that are not installed: {packages}").format(
-                        packages=", ".join(slicerlogic.missingPackages([options.transfer_syntax.uid], True))
-                    )
-                progress = ProgressDialog(_("Exporting DICOM LABELMAP Segmentation"))
-                paths = slicerlogic.exportSegmentation(
-                    check.segmentationNode,
-                    check.referenceVolumeNode,
-                    check.sourceFiles,
-                    exportable.directory,
-                    options,
-                    progress,
+                options = export.exportOptions(values, {name: exportable.tag(name) or "" for name in check.tags})
+            except ValueError as error:
+                return str(error)
+            problem = ensurePythonPackages([options.transfer_syntax.uid], forWriting=True)
+            if problem:
+                return problem
+            progress = ProgressDialog(_("Exporting DICOM LABELMAP Segmentation"))
+            try:
+                result = export.exportNode(
+                    check.segmentationNode, check.referenceVolumeNode, check.sourceFiles,
+                    exportable.directory, options, progress,
                 )
-                logging.info(slicerlogic.formatFileSizes(paths))
+                logging.info(result.summary())
             except Exception as error:
                 logging.error(f"DICOM LABELMAP Segmentation export failed: {error}")
-                return slicerlogic.userMessage(error)
+                return userMessage(error)
             finally:
-                if progress is not None:
-                    progress.close()
+                progress.close()
         return ""
 
 
@@ -232,7 +251,8 @@ class DICOMLabelmapSegPlugin:
         parent.contributors = ["DICOMLabelmapSeg contributors"]
         parent.helpText = (
             "DICOM plugin that loads LABELMAP (and BINARY) DICOM Segmentations and exports segmentations "
-            "as LABELMAP SEG. Settings are in the DICOM Labelmap Segmentation module."
+            "as LABELMAP SEG. Its export defaults are in the DICOM module settings and the DICOM Labelmap "
+            "Segmentation module."
         )
         parent.acknowledgementText = ""
         parent.dependencies = ["DICOM"]
@@ -240,4 +260,4 @@ class DICOMLabelmapSegPlugin:
         # The DICOM module may be discovered after this one: create the dict if it does not exist yet.
         if not hasattr(slicer.modules, "dicomPlugins"):
             slicer.modules.dicomPlugins = {}
-        slicer.modules.dicomPlugins[slicerlogic.PLUGIN_KEY] = DICOMLabelmapSegPluginClass
+        slicer.modules.dicomPlugins[examine.PLUGIN_KEY] = DICOMLabelmapSegPluginClass

@@ -21,6 +21,7 @@ import json
 import os
 import py_compile
 import re
+import shutil
 import subprocess
 import sys
 import unittest
@@ -37,6 +38,10 @@ SLICER_FILES = [
     MODULE_DIR / "Testing" / "Python" / "DICOMLabelmapSegFailureTest.py",
 ]
 
+APP_DIR = MODULE_DIR / "DICOMLabelmapSegLib" / "app"
+#: The Qt-free use cases the shell calls (app/*.py), each imported by name.
+APP_MODULES = ("dependencies", "examine", "export", "load", "messages", "settings")
+
 # Namespace (as resolved from imports) -> key of the name lists in slicer_api_names.json.
 NAMESPACES = {
     "slicer.util": "slicer.util",
@@ -48,6 +53,7 @@ NAMESPACES = {
     "DICOMLib.DICOMUtils": "DICOMLib.DICOMUtils",
     "DICOMLib": "DICOMLib",
     "slicer.dicomDatabase": "ctkDICOMDatabase",
+    "SampleData.SampleDataLogic": "SampleData.SampleDataLogic",
 }
 # Classes reached as slicer.<Class>: their members are checked against the class lists.
 CLASS_KEYS = {
@@ -74,13 +80,19 @@ RUNTIME_NAMES = {
     "slicer.mrmlScene.EndCloseEvent",
     "slicer.modules",
     "slicer.modules.dicomPlugins",
+    "slicer.modules.dicomPlugins.items",  # a plain dict (DICOMUtils.getDefaultPluginClassNames iterates it)
+    "slicer.mrmlScene.AddNewNodeByClass",  # Slicer's self-tests, e.g. SegmentationsModuleTest1.py
     "slicer.vtkMRMLScalarVolumeNode",
     "slicer.vtkMRMLSegmentationNode",
+    # DICOMSegmentationPlugin.py: slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode
+    "slicer.modules.segmentations.logic",
+    # DICOM.py settingsPanelEntry of the DICOM module itself: ctk.ctkComboBox with currentUserDataAsString
+    "ctk.ctkComboBox",
 }
 # Qt-side names that are neither in the lists nor Slicer's: checked by hand against Qt's API.
 FOREIGN_ROOTS = {"qt", "vtk", "os", "shutil", "tempfile", "logging", "sys", "importlib", "pathlib", "Path",
-                 "slicerlogic", "numpy", "np", "pydicom", "DICOMLabelmapSegLib", "DICOMLabelmapSeg",
-                 "DICOMLabelmapSegPlugin", "typing"}
+                 "numpy", "np", "pydicom", "DICOMLabelmapSegLib", "DICOMLabelmapSeg",
+                 "DICOMLabelmapSegPlugin", "typing", *APP_MODULES, "userMessage"}
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +125,7 @@ def test_ruff_clean():
     ruff = Path(sys.executable).parent / "ruff"
     if not ruff.exists():
         pytest.skip("ruff is not installed in this environment")
-    files = [*SLICER_FILES, MODULE_DIR / "DICOMLabelmapSegLib" / "app" / "slicerlogic.py"]
+    files = [*SLICER_FILES, *sorted(APP_DIR.glob("*.py"))]
     result = subprocess.run([str(ruff), "check", *map(str, files)], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -320,17 +332,17 @@ def test_tags_are_added_not_replaced():
 def test_plugin_registration_follows_slicer_convention():
     sys.path.insert(0, str(MODULE_DIR))
     try:
-        from DICOMLabelmapSegLib.app import slicerlogic
+        from DICOMLabelmapSegLib.app import examine
     finally:
         sys.path.remove(str(MODULE_DIR))
     path = MODULE_DIR / "DICOMLabelmapSegPlugin.py"
-    assert slicerlogic.PLUGIN_KEY == path.stem, "key = file = hidden module class name, as DICOMScalarVolumePlugin"
+    assert examine.PLUGIN_KEY == path.stem, "key = file = hidden module class name, as DICOMScalarVolumePlugin"
     tree = _tree(path)
     hook = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == path.stem)
     source = ast.unparse(hook)
     assert "parent.hidden = True" in source
-    assert "slicer.modules.dicomPlugins[slicerlogic.PLUGIN_KEY] = DICOMLabelmapSegPluginClass" in source
-    assert "exportable.pluginClass = slicerlogic.PLUGIN_KEY" in path.read_text()
+    assert "slicer.modules.dicomPlugins[examine.PLUGIN_KEY] = DICOMLabelmapSegPluginClass" in source
+    assert "exportable.pluginClass = examine.PLUGIN_KEY" in path.read_text()
 
 
 # --- UI, parameter node and CMake ----------------------------------------------------------------------------------
@@ -340,7 +352,6 @@ CONNECTORS = {
     "QCheckBox": {"bool"},
     "QLineEdit": {"str"},
     "QComboBox": {"str-choice", "enum"},
-    "ctkDirectoryButton": {"Path"},
     "ctkPathLineEdit": {"Path"},
     "qMRMLNodeComboBox": {"node"},
     "QLabel": {"str"},
@@ -376,11 +387,17 @@ def _parameter_fields() -> dict[str, str]:
     return fields
 
 
+#: Parameter node fields the panel wires by hand: the output folder is shown in a ctkPathLineEdit that starts
+#: empty (a Path field would show '.', the working directory, as if chosen); ``initialized`` has no widget.
+UNBOUND_FIELDS = {"outputFolder", "initialized"}
+
+
 def test_ui_and_parameter_node_agree():
     widgets = _ui_widgets()
     fields = _parameter_fields()
     bound = {parameter: (name, cls) for name, (cls, parameter) in widgets.items() if parameter}
-    assert set(bound) == set(fields), "every parameter has exactly one widget and vice versa"
+    assert set(bound) == set(fields) - UNBOUND_FIELDS, "every parameter has exactly one widget and vice versa"
+    assert fields["outputFolder"] == "str" and fields["initialized"] == "bool"
     for parameter, (name, cls) in bound.items():
         assert fields[parameter] in CONNECTORS.get(cls, set()), f"{name} ({cls}) cannot show {fields[parameter]}"
 
@@ -409,7 +426,10 @@ def _cmake_words(path: Path) -> list[str]:
 def test_cmake_lists_every_library_file_and_registers_tests():
     words = _cmake_words(MODULE_DIR / "CMakeLists.txt")
     listed = {w.replace("${MODULE_NAME}", "DICOMLabelmapSeg") for w in words if "${MODULE_NAME}" in w or "/" in w}
-    library = {f"DICOMLabelmapSegLib/{p.name}" for p in (MODULE_DIR / "DICOMLabelmapSegLib").glob("*.py")}
+    library = {
+        p.relative_to(MODULE_DIR).as_posix() for p in (MODULE_DIR / "DICOMLabelmapSegLib").rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
     assert library - listed == set(), "add these to MODULE_PYTHON_SCRIPTS in DICOMLabelmapSeg/CMakeLists.txt"
     for entry in listed:
         if entry.endswith((".py", ".png", ".ui", ".txt", ".typed")):
@@ -449,8 +469,8 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 sys.path.insert(0, {str(MODULE_DIR)!r})
-from DICOMLabelmapSegLib.app import slicerlogic
-specs = slicerlogic.loadableSpecsForFiles([{str(data_dir / 'dcmqi' / 'sparse-labelmap-noppv.dcm')!r}])
+from DICOMLabelmapSegLib.app import examine
+specs = examine.loadableSpecsForFiles([{str(data_dir / 'dcmqi' / 'sparse-labelmap-noppv.dcm')!r}])
 assert len(specs) == 1 and specs[0].segmentationType == 'LABELMAP', specs
 assert 'highdicom' not in sys.modules
 print('ok')
@@ -465,7 +485,8 @@ print('ok')
 LOADED_AT_STARTUP = [
     *SLICER_FILES,
     *(MODULE_DIR / "DICOMLabelmapSegLib" / f"{n}.py" for n in (
-        "__init__", "errors", "model", "dicom/__init__", "dicom/syntax", "app/__init__", "app/slicerlogic")),
+        "__init__", "errors", "model", "dicom/__init__", "dicom/syntax", "app/__init__")),
+    *(APP_DIR / f"{n}.py" for n in APP_MODULES),
 ]
 
 
@@ -475,26 +496,226 @@ def test_startup_files_parse_with_python_39_grammar(path):
 
 
 def test_startup_imports_are_only_the_light_library_modules():
-    """The package __init__ and slicerlogic import nothing that needs pydicom 3, highdicom or Python 3.10."""
-    light = {"errors", "model", "dicom.syntax"}
-    for name, package in (("__init__", ()), ("app/slicerlogic", ("app",))):
+    """The package __init__ and the use cases the shell imports at start-up import nothing that needs
+    pydicom 3, highdicom or Python 3.10 at load time (heavy modules are imported inside functions)."""
+    light = {"errors", "model", "dicom.syntax", *(f"app.{n}" for n in APP_MODULES)}
+    for name, package in (("__init__", ()), *((f"app/{n}", ("app",)) for n in APP_MODULES)):
         tree = _tree(MODULE_DIR / "DICOMLabelmapSegLib" / f"{name}.py")
         top_level = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.level >= 1]
         # Relative imports resolved against the library root ("..errors" from app/ is "errors").
-        modules = {".".join([*package[: len(package) - (n.level - 1)], *(n.module or "").split(".")]) for n in top_level}
+        modules = {
+            ".".join([*package[: len(package) - (n.level - 1)], *(n.module or "").split(".")]) for n in top_level
+        }
         assert modules <= light, f"{name}.py imports {sorted(modules)} at load"
 
 
-def test_requirements_file_lists_what_the_plugin_installs():
+def test_requirements_are_listed_once():
+    """Resources/requirements.txt is the one list: the code reads it, CMake ships it, pyproject agrees with it,
+    and codec packages live only in the transfer syntax registry."""
     sys.path.insert(0, str(MODULE_DIR))
     try:
-        from DICOMLabelmapSegLib.app import slicerlogic
+        from DICOMLabelmapSegLib.app import dependencies
         from DICOMLabelmapSegLib.dicom.syntax import TransferSyntax
     finally:
         sys.path.remove(str(MODULE_DIR))
-    lines = (MODULE_DIR / "Resources" / "requirements.txt").read_text().splitlines()
-    listed = {line.split("#")[0].strip() for line in lines} - {""}
-    names = {re.split(r"[<>=!~]", entry)[0] for entry in listed}
-    assert set(slicerlogic.REQUIREMENTS) <= listed
-    codecs = {package for syntax in TransferSyntax for _, package in syntax._info.encoder_modules}
-    assert codecs <= names, "every codec package the plugin may offer is in requirements.txt"
+    path = MODULE_DIR / "Resources" / "requirements.txt"
+    assert dependencies.REQUIREMENTS_FILE == path
+    listed = dependencies.readRequirements()
+    assert listed and all(re.fullmatch(r"[A-Za-z0-9_.-]+>=[0-9][0-9.]*", entry) for entry in listed), listed
+    assert "Resources/requirements.txt" in _cmake_words(MODULE_DIR / "CMakeLists.txt")
+    names = {entry.split(">=")[0] for entry in listed}
+    tree = ast.parse((APP_DIR / "dependencies.py").read_text())
+    literals = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)}
+    assert not any(n in literal for n in names for literal in literals if ">=" in literal), "no second list in code"
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    for entry in listed:
+        assert f'"{entry}"' in pyproject, f"pyproject.toml must require {entry} too"
+    for syntax in TransferSyntax:  # the registry's packages, offered per syntax, are not repeated here
+        for package in (*syntax.missing_encoder_packages(), *syntax.missing_decoder_packages()):
+            assert package not in names
+
+
+# --- checks named by issue 11 -----------------------------------------------------------------------------------
+
+
+def _functions(path: Path, names: set[str] | None = None) -> list[ast.AST]:
+    tree = _tree(path)
+    found = [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and (names is None or n.name in names)]
+    return found
+
+
+def _called_names(nodes: list[ast.AST]) -> set[str]:
+    called = set()
+    for node in nodes:
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Attribute):
+                called.add(sub.attr)
+            elif isinstance(sub, ast.Name):
+                called.add(sub.id)
+    return called
+
+
+def test_no_load_path_loads_the_referenced_series():
+    """The browser asks about referenced series; loading a SEG must never load them itself."""
+    plugin = MODULE_DIR / "DICOMLabelmapSegPlugin.py"
+    paths = [*_functions(plugin, {"load", "examineFiles", "examineForImport", "addReferences"}),
+             *_functions(APP_DIR / "load.py"), *_functions(APP_DIR / "examine.py")]
+    panel = _functions(MODULE_DIR / "DICOMLabelmapSeg.py", {"loadSegFiles", "onImportButton"})
+    called = _called_names([*paths, *panel])
+    forbidden = {"loadSeriesByUID", "loadByInstanceUID", "loadSeriesWithVerification", "loadPatient", "loadLoadables"}
+    assert len(paths) >= 8 and not called & forbidden, sorted(called & forbidden)
+
+
+def _test_classes() -> list[ast.ClassDef]:
+    classes = []
+    failure = MODULE_DIR / "Testing" / "Python" / "DICOMLabelmapSegFailureTest.py"
+    for path in (MODULE_DIR / "DICOMLabelmapSeg.py", failure):
+        classes += [n for n in _tree(path).body if isinstance(n, ast.ClassDef) and "Test" in n.name]
+    return classes
+
+
+def test_no_pip_in_test_code():
+    classes = _test_classes()
+    expected = {"DICOMLabelmapSegTestMixin", "DICOMLabelmapSegTest", "DICOMLabelmapSegFailureTest"}
+    assert {c.name for c in classes} >= expected
+    called = _called_names(classes)
+    installers = {"installPackages", "ensurePythonPackages"}
+    pip = sorted(name for name in called if "pip" in name.lower() or name in installers)
+    assert pip == [], f"self-tests must skip what is missing, never install: {pip}"
+
+
+def test_every_syntax_the_self_tests_use_is_guarded_by_a_codec_check():
+    """Syntaxes come only from dependencies.syntaxesUsableHere() (write and read both possible here)."""
+    classes = _test_classes()
+    text = "\n".join(ast.unparse(c) for c in classes)
+    assert "self.syntaxes, skipped = dependencies.syntaxesUsableHere()" in text
+    for cls in classes:
+        for node in ast.walk(cls):
+            if isinstance(node, ast.For):
+                names = {n.id for n in ast.walk(node.iter) if isinstance(n, ast.Name)}
+                assert "TransferSyntax" not in names, f"{cls.name}: iterates all syntaxes"
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                assert node.value.id != "TransferSyntax", f"{cls.name}:{node.lineno} uses a fixed syntax"
+    loops = [ast.unparse(n.iter) for c in classes for n in ast.walk(c) if isinstance(n, ast.For)]
+    assert any("self.syntaxes" in loop for loop in loops)
+
+
+def test_ui_output_folder_reference_selector_and_enabled_state():
+    root = ET.parse(MODULE_DIR / "Resources" / "UI" / "DICOMLabelmapSeg.ui").getroot()
+    widgets = {w.get("name"): w for w in root.iter("widget")}
+
+    def prop(name, key):
+        for p in widgets[name].findall("property"):
+            if p.get("name") == key:
+                return "".join(p.itertext()).strip()
+        return None
+
+    assert "ctkDirectoryButton" not in {w.get("class") for w in widgets.values()}, "it shows '.' as if chosen"
+    assert widgets["outputFolderPathLineEdit"].get("class") == "ctkPathLineEdit"
+    assert "Dirs" in prop("outputFolderPathLineEdit", "filters")
+    assert prop("outputFolderPathLineEdit", "enabled") == "false", "disabled until 'Folder' is checked"
+    toggles = [(c.findtext("sender"), c.findtext("signal"), c.findtext("receiver"), c.findtext("slot"))
+               for c in root.iter("connection")]
+    assert ("exportToFolderCheckBox", "toggled(bool)", "outputFolderPathLineEdit", "setEnabled(bool)") in toggles
+    assert prop("referenceVolumeSelector", "showChildNodeTypes") == "false", "no labelmaps or vector volumes"
+    assert prop("exportToFolderCheckBox", "checked") in (None, "false")
+
+
+def test_progress_dialog_is_parented_and_kept_open():
+    source = ast.unparse(next(n for n in _tree(MODULE_DIR / "DICOMLabelmapSegPlugin.py").body
+                              if isinstance(n, ast.ClassDef) and n.name == "ProgressDialog"))
+    assert "activeModalWidget()" in source and "parent=parent" in source
+    assert "autoClose=False" in source and "autoReset=False" in source and "progressValue(" in source
+
+
+def test_errors_are_shown_once_and_results_checked():
+    panel = (MODULE_DIR / "DICOMLabelmapSeg.py").read_text()
+    plugin = (MODULE_DIR / "DICOMLabelmapSegPlugin.py").read_text()
+    assert "tryWithErrorDisplay" not in panel + plugin, "it shows the error and re-raises into the caller's display"
+    assert "if not DICOMUtils.importDicom(" in panel, "the database import result is checked"
+    assert "if export.dicomBrowserIsOpen(slicer.modules):\n                    DICOMUtils.refreshDICOMWidget()" in panel
+    load = ast.unparse(_functions(MODULE_DIR / "DICOMLabelmapSegPlugin.py", {"load"})[0])
+    assert "errorDisplay" not in load, "the browser shows 'Could not load' itself"
+    ensure = ast.unparse(_functions(MODULE_DIR / "DICOMLabelmapSegPlugin.py", {"ensurePythonPackages"})[0])
+    assert "errorDisplay" not in ensure and "infoDisplay" not in ensure, "callers show the one message"
+
+
+def test_settings_panel_entry_is_a_static_method_on_the_plugin_class():
+    plugin = next(n for n in _tree(MODULE_DIR / "DICOMLabelmapSegPlugin.py").body
+                  if isinstance(n, ast.ClassDef) and n.name == "DICOMLabelmapSegPluginClass")
+    entry = next(f for f in plugin.body if isinstance(f, ast.FunctionDef) and f.name == "settingsPanelEntry")
+    assert [d.id for d in entry.decorator_list if isinstance(d, ast.Name)] == ["staticmethod"]
+    assert [a.arg for a in entry.args.args] == ["panel", "parent"]
+    text = ast.unparse(entry)
+    assert "settings.SETTINGS_TRANSFER_SYNTAX" in text and "settings.SETTINGS_PALETTE_COLOR" in text
+
+
+def test_panel_writes_settings_only_on_export():
+    tree = _tree(MODULE_DIR / "DICOMLabelmapSeg.py")
+    writers = [f.name for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and "setValue" in ast.unparse(f)
+               and f.name not in {"tearDown", "exportAndCheckFiles"}]
+    assert writers == ["saveSettings"]
+    callers = [f.name for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and "saveSettings(" in ast.unparse(f)
+               and f.name != "saveSettings"]
+    assert callers == ["exportToDicom"], "not per keystroke (onParameterNodeModified), not on module entry"
+
+
+def test_cmake_versions_publishing_marker_and_index_entry():
+    top = (ROOT / "CMakeLists.txt").read_text()
+    assert re.search(r"cmake_minimum_required\(VERSION 3\.20\.6\.\.\.3\.28\)", top), "Slicer 5.10 builds with 3.20.6"
+    marker = re.search(r'set\(DICOMLabelmapSeg_PUBLISHING_MARKER "([^"]+)"\)', top).group(1)
+    urls = re.findall(r"https://[^\s\")]+", top)
+    assert urls and all(marker in url for url in urls), "every repository address comes from the one placeholder"
+    assert 'set(EXTENSION_SCREENSHOTURLS "")' in top, "no screenshot URL until a real screenshot exists"
+    assert 'install(CODE "message(FATAL_ERROR' in top and "MATCHES" in top, "packaging fails while the marker remains"
+    entry = json.loads((ROOT / "ExtensionsIndex" / "DICOMLabelmapSeg.json").read_text())
+    allowed = {"$schema", "category", "scm_url", "scm_revision", "scm_type", "build_dependencies",
+               "dicom_support_rule", "build_subdirectory", "enabled", "tier"}  # schema 1.0.2
+    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.2.json#")
+    assert {"$schema", "category", "scm_url"} <= set(entry) <= allowed
+    assert entry["category"] == re.search(r'set\(EXTENSION_CATEGORY "([^"]+)"\)', top).group(1)
+    assert marker in entry["scm_url"], "scm_url is the same placeholder (replace both)"
+    assert isinstance(entry["tier"], int) and 1 <= entry["tier"] <= 5
+    assert "1.2.840.10008.5.1.4.1.1.66.7" in entry["dicom_support_rule"]
+
+
+def test_cmake_configure_warns_and_packaging_fails_while_the_marker_remains(tmp_path):
+    """Run the marker check of the top-level CMakeLists.txt in CMake script mode (no Slicer needed)."""
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.skip("cmake is not installed")
+    top = (ROOT / "CMakeLists.txt").read_text()
+    block = top[top.index("set(DICOMLabelmapSeg_PUBLISHING_MARKER"):top.index("set(EXTENSION_HOMEPAGE")]
+    check = top[top.index("if(DICOMLabelmapSeg_REPOSITORY_URL MATCHES"):]
+    check = check[:check.index("endif()") + len("endif()")]
+    script = tmp_path / "check.cmake"
+    script.write_text(block + "macro(install)\n  message(STATUS \"INSTALL-HOOK ${ARGN}\")\nendmacro()\n" + check)
+    result = subprocess.run([cmake, "-P", str(script)], capture_output=True, text=True)
+    assert "placeholder" in result.stderr and "INSTALL-HOOK CODE" in result.stdout + result.stderr
+    script.write_text(block.replace("REPLACE-WITH-REPOSITORY-OWNER/", "someone/") + check)
+    result = subprocess.run([cmake, "-P", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0 and "placeholder" not in result.stderr
+
+
+def test_self_test_downloads_are_pinned_to_the_local_copies():
+    """The self-test's public files (fixed commits) have the SHA-256 of the copies in the shared test data."""
+    import hashlib
+
+    tree = _tree(MODULE_DIR / "DICOMLabelmapSeg.py")
+    pinned = {
+        t.id: ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+        for t in n.targets if isinstance(t, ast.Name) and t.id.startswith("TOTALSEGMENTATOR_")
+    }
+    assert set(pinned) == {"TOTALSEGMENTATOR_CT", "TOTALSEGMENTATOR_LABELMAP"}
+    local = {
+        "TOTALSEGMENTATOR_CT": "example_ct.nii.gz",
+        "TOTALSEGMENTATOR_LABELMAP": "example_seg_fast_force_split.nii.gz",
+    }
+    for name, (url, cacheName, checksum) in pinned.items():
+        assert re.fullmatch(r"https://raw\.githubusercontent\.com/wasserth/TotalSegmentator/[0-9a-f]{40}/tests/"
+                            r"reference_files/[\w.]+", url), url
+        assert url.endswith(local[name]) and cacheName.endswith(local[name])
+        path = _data_root() / "totalsegmentator" / local[name]
+        if not path.is_file():
+            pytest.skip(f"{path} not found")
+        assert checksum == "SHA256:" + hashlib.sha256(path.read_bytes()).hexdigest()

@@ -1,6 +1,6 @@
 """Where the time of our node -> LABELMAP SEG export and SEG -> node import goes.
 
-Runs the public paths the Slicer plugin runs (``slicerlogic.exportSegmentation``, then
+Runs the public paths the Slicer plugin runs (``app.export.exportSegmentation``, then
 ``segmentationFromFiles`` + ``nodeFromSegmentation``) in one fresh process after a warm-up on
 the tiny case, with a clock wrapped around named library and highdicom/pydicom functions (the
 wrappers are installed at run time; no library file is touched). Times are inclusive (a stage
@@ -30,7 +30,7 @@ import cases  # noqa: E402
 import worker  # noqa: E402
 
 EXPORT_STAGES = [
-    "DICOMLabelmapSegLib.app.slicerlogic:exportSegmentation",
+    "DICOMLabelmapSegLib.app.export:exportSegmentation",
     "DICOMLabelmapSegLib.mrml:segmentation_from_node",
     "DICOMLabelmapSegLib.mrml:_present_values",
     "DICOMLabelmapSegLib.dicom.writer:write_labelmap_seg",
@@ -48,12 +48,12 @@ EXPORT_STAGES = [
     "pydicom.dataset:Dataset.save_as",
 ]
 IMPORT_STAGES = [
-    "DICOMLabelmapSegLib.app.slicerlogic:segmentationFromFiles",
+    "DICOMLabelmapSegLib.app.load:segmentationFromFiles",
     "DICOMLabelmapSegLib.dicom.reader:read_segmentation",
     "pydicom.filereader:dcmread",
     "DICOMLabelmapSegLib.dicom.pixels:decode_labelmap_frames",
     "DICOMLabelmapSegLib.model:present_labels",
-    "DICOMLabelmapSegLib.app.slicerlogic:nodeFromSegmentation",
+    "DICOMLabelmapSegLib.app.load:nodeFromSegmentation",
     "DICOMLabelmapSegLib.mrml:node_from_segmentation",
 ]
 

@@ -252,8 +252,8 @@ def _missing(*modules: str) -> str | None:
 class OursNode(Format):
     """End to end as the Slicer plugin runs it: segmentation node -> files -> segmentation node.
 
-    Export is ``slicerlogic.exportSegmentation`` (source headers, MRML bridge, writer); import is
-    ``slicerlogic.segmentationFromFiles`` + ``nodeFromSegmentation`` (reader, MRML bridge).
+    Export is ``app.export.exportSegmentation`` (source headers, MRML bridge, writer); import is
+    ``app.load.segmentationFromFiles`` + ``nodeFromSegmentation`` (reader, MRML bridge).
     """
 
     family = "ours-node"
@@ -265,7 +265,7 @@ class OursNode(Format):
 
     def available(self) -> str | None:
         return _missing("slicer", "DICOMLabelmapSegLib.dicom.writer", "DICOMLabelmapSegLib.dicom.reader",
-                        "DICOMLabelmapSegLib.mrml", "DICOMLabelmapSegLib.app.slicerlogic")
+                        "DICOMLabelmapSegLib.mrml", "DICOMLabelmapSegLib.app.export")
 
     def setup_export(self, case: PreparedCase, truth: Segmentation) -> Any:
         import slicerenv
@@ -277,13 +277,13 @@ class OursNode(Format):
         return node, [str(f) for f in case.source_files], ExportOptions(**_options(self.syntax, 0))
 
     def export(self, state: Any, out_dir: Path) -> list[Path]:
-        from DICOMLabelmapSegLib.app import slicerlogic
+        from DICOMLabelmapSegLib.app import export
         node, sources, options = state
         arguments = {"segmentationNode": node, "referenceVolumeNode": None, "sourceFiles": sources,
                      "outputDirectory": out_dir, "options": options}
-        accepted = inspect.signature(slicerlogic.exportSegmentation).parameters
-        return [Path(p) for p in slicerlogic.exportSegmentation(**{k: v for k, v in arguments.items()
-                                                                   if k in accepted})]
+        accepted = inspect.signature(export.exportSegmentation).parameters
+        return [Path(p) for p in export.exportSegmentation(**{k: v for k, v in arguments.items()
+                                                              if k in accepted})]
 
     def setup_import(self, case: PreparedCase) -> Any:
         import slicerenv
@@ -291,9 +291,9 @@ class OursNode(Format):
         return slicerenv.boot()
 
     def import_(self, state: Any, files: list[Path]) -> Any:
-        from DICOMLabelmapSegLib.app import slicerlogic
-        segmentation = slicerlogic.segmentationFromFiles([str(f) for f in files])
-        return slicerlogic.nodeFromSegmentation(segmentation, state.scene, "imported")
+        from DICOMLabelmapSegLib.app import load
+        segmentation = load.segmentationFromFiles([str(f) for f in files])
+        return load.nodeFromSegmentation(segmentation, state.scene, "imported")
 
     def check(self, truth: Segmentation, result: Any) -> Check:
         from DICOMLabelmapSegLib import mrml

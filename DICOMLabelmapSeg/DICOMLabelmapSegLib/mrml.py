@@ -74,8 +74,10 @@ __all__ = [
     "get_terminology_entry",
     "node_from_segmentation",
     "place_in_subject_hierarchy",
+    "put_in_new_study",
     "segment_id",
     "segmentation_from_node",
+    "set_series_uids",
     "set_terminology_entry",
 ]
 
@@ -685,10 +687,50 @@ def place_in_subject_hierarchy(
     if referencedSeries is not None and referencedSeries.sop_instance_uids:
         shNode.SetItemAttribute(item, REFERENCED_INSTANCE_UIDS_ATTRIBUTE, " ".join(referencedSeries.sop_instance_uids))
     if seriesInfo is not None:
-        shNode.SetItemUID(item, DICOM_UID_NAME, seriesInfo.series_instance_uid)
-        if seriesInfo.sop_instance_uids:
-            shNode.SetItemUID(item, DICOM_INSTANCE_UID_NAME, " ".join(seriesInfo.sop_instance_uids))
+        set_series_uids(segmentationNode, seriesInfo.series_instance_uid, seriesInfo.sop_instance_uids)
+        if parent == shNode.GetSceneItemID() and seriesInfo.study_instance_uid:
+            _insert_patient_and_study(shNode, item, seriesInfo)
     return item
+
+
+def _insert_patient_and_study(shNode: slicer.vtkMRMLSubjectHierarchyNode, item: int, seriesInfo: SeriesInfo) -> None:
+    """Put a series item whose study is not loaded under patient/study items made from its identifiers,
+    as Slicer's DICOM module does (an empty Patient ID becomes ``Patient-<StudyInstanceUID>``)."""
+    patientID = seriesInfo.patient_id or f"Patient-{seriesInfo.study_instance_uid}"
+    slicer.vtkSlicerSubjectHierarchyModuleLogic.InsertDicomSeriesInHierarchy(
+        shNode, patientID, seriesInfo.study_instance_uid, seriesInfo.series_instance_uid
+    )
+    patientItem = shNode.GetItemAncestorAtLevel(item, "Patient")
+    if patientItem and seriesInfo.patient_name:
+        shNode.SetItemAttribute(patientItem, "DICOM.PatientName", seriesInfo.patient_name)
+        shNode.SetItemName(patientItem, seriesInfo.patient_name)
+
+
+def set_series_uids(node: slicer.vtkMRMLNode, seriesInstanceUid: str, sopInstanceUids: Sequence[str]) -> int:
+    """Give the node's subject hierarchy item (created under the scene if absent) the DICOM item UIDs
+    ``DICOM`` (Series Instance UID) and ``DICOMInstanceUID`` (space-separated SOP Instance UIDs)."""
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(node.GetScene())
+    item = shNode.GetItemByDataNode(node) or shNode.CreateItem(shNode.GetSceneItemID(), node)
+    shNode.SetItemUID(item, DICOM_UID_NAME, seriesInstanceUid)
+    if sopInstanceUids:
+        shNode.SetItemUID(item, DICOM_INSTANCE_UID_NAME, " ".join(sopInstanceUids))
+    return item
+
+
+def put_in_new_study(nodes: Sequence[slicer.vtkMRMLNode], patientName: str, studyName: str) -> int:
+    """Create a patient and a study item and move the nodes' items under the study; returns the study item.
+
+    Used before exporting a volume that is not in a study (Slicer's Export to DICOM dialog needs one);
+    the dialog's tag editor then asks for the patient and study values.
+    """
+    scene = nodes[0].GetScene()
+    shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    patientItem = shNode.CreateSubjectItem(shNode.GetSceneItemID(), patientName)
+    studyItem = shNode.CreateStudyItem(patientItem, studyName)
+    for node in nodes:
+        item = shNode.GetItemByDataNode(node) or shNode.CreateItem(studyItem, node)
+        shNode.SetItemParent(item, studyItem)
+    return studyItem
 
 
 def find_study_item(shNode: slicer.vtkMRMLSubjectHierarchyNode, referencedSeries: ReferencedSeries | None) -> int:

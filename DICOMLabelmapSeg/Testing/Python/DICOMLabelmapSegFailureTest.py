@@ -8,7 +8,7 @@ Registered as ctest ``py_DICOMLabelmapSegFailureTest``.
 import os
 
 import slicer
-from DICOMLabelmapSegLib.app import slicerlogic
+from DICOMLabelmapSegLib.app import examine, export
 from DICOMLib import DICOMUtils
 from slicer.ScriptedLoadableModule import ScriptedLoadableModuleTest
 
@@ -27,7 +27,7 @@ class DICOMLabelmapSegFailureTest(DICOMLabelmapSegTestMixin, ScriptedLoadableMod
                 self.tearDown()
 
     def _plugin(self):
-        return slicer.modules.dicomPlugins[slicerlogic.PLUGIN_KEY]()
+        return slicer.modules.dicomPlugins[examine.PLUGIN_KEY]()
 
     def _dicomScene(self):
         """A DICOM CT volume in the temporary database and a two-layer segmentation in its study."""
@@ -38,7 +38,7 @@ class DICOMLabelmapSegFailureTest(DICOMLabelmapSegTestMixin, ScriptedLoadableMod
     def _assertNotExportable(self, segmentationNode, expectedText):
         directory = os.path.join(self.tempDir, "out")
         exportables, error = self.exportWithPlugin(segmentationNode, directory)
-        self.assertEqual(exportables[0].confidence, slicerlogic.NOT_EXPORTABLE_CONFIDENCE, "must not be preselected")
+        self.assertEqual(exportables[0].confidence, export.NOT_EXPORTABLE_CONFIDENCE, "must not be preselected")
         self.assertIn(expectedText, exportables[0].tooltip, "the tooltip must explain why")
         self.assertIn(expectedText, error, "export() must return the explanation")
         self.assertEqual(os.listdir(directory), [], "nothing may be written")
@@ -78,7 +78,7 @@ class DICOMLabelmapSegFailureTest(DICOMLabelmapSegTestMixin, ScriptedLoadableMod
     def test_CancelledExportLeavesNothing(self):
         with DICOMUtils.TemporaryDICOMDatabase(os.path.join(self.tempDir, "db")):
             ctPaths, volumeNode, segmentationNode = self._dicomScene()
-            volume, files = slicerlogic.sourceFilesForSegmentation(
+            volume, files = export.sourceFilesForSegmentation(
                 segmentationNode, slicer.dicomDatabase.fileForInstance
             )
             directory = os.path.join(self.tempDir, "cancelled")
@@ -88,11 +88,11 @@ class DICOMLabelmapSegFailureTest(DICOMLabelmapSegTestMixin, ScriptedLoadableMod
             def cancelAfterFirstFile(fraction, message):
                 calls.append(fraction)
                 if fraction >= 0.5:
-                    raise slicerlogic.OperationCancelled("cancelled")
+                    raise export.OperationCancelled("cancelled")
 
-            options = slicerlogic.exportOptions({}, {})
-            with self.assertRaises(slicerlogic.OperationCancelled):
-                slicerlogic.exportSegmentation(
+            options = export.exportOptions({}, {})
+            with self.assertRaises(export.OperationCancelled):
+                export.exportSegmentation(
                     segmentationNode, volume, files, directory, options, cancelAfterFirstFile
                 )
             self.assertTrue(calls, "progress must be reported")
