@@ -10,7 +10,8 @@
 #   make clean       caches and outputs; `make distclean` also removes the virtual environments
 #
 # Every target installs what it needs first (idempotent; a no-op when already done):
-# .venv with `pip install -e .[test,mrml,pacs,dask]`, Debian's dcmtk (validator), dcmjs in Testing/js (validator).
+# .venv with `pip install -e .[test,mrml,pacs,dask]`, Debian's dcmtk (validator) and orthanc + orthanc-dicomweb
+# (PACS tests), dcmjs in Testing/js (validator).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -35,8 +36,9 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 APT_INSTALL := $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 
 PYTEST_ARGS ?=
-# Core tests for the compatibility run: everything that needs neither slicer-core nor much time.
-COMPAT_MARKERS := not slow and not mrml
+# Core tests for the compatibility run: everything that needs neither slicer-core, the servers
+# (Orthanc, Dask: extras pacs/dask) nor much time.
+COMPAT_MARKERS := not slow and not mrml and not services
 
 .PHONY: help setup setup-python setup-compat setup-tools demo test test-main test-compat test-all \
         lint bench fuzz clean distclean
@@ -71,6 +73,12 @@ $(STAMP_COMPAT): $(COMPAT_CONSTRAINTS)
 
 # External validators: DCMTK (Debian package) and dcmjs (npm, pinned by Testing/js/package-lock.json).
 setup-tools: $(JS_STAMP)
+	@if ! command -v Orthanc >/dev/null && [ ! -x /usr/sbin/Orthanc ] || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then \
+	    if command -v apt-get >/dev/null; then \
+	        echo "==> apt-get install orthanc orthanc-dicomweb (PACS tests: a real server on loopback)"; \
+	        $(SUDO) apt-get update -qq && $(APT_INSTALL) orthanc orthanc-dicomweb >/dev/null; \
+	    else echo "WARNING: Orthanc not found and no apt-get: the PACS tests will skip (fail in CI)"; fi; \
+	fi
 	@if ! command -v dcmdjpls >/dev/null; then \
 	    if command -v apt-get >/dev/null; then \
 	        echo "==> apt-get install dcmtk"; \

@@ -152,6 +152,11 @@ def test_nifti_export_import_round_trip_in_each_syntax(case, tmp_path: Path, cap
          "--labels", str(case["classes"]), "-q"],
         capsys,
     )
+    missing = TransferSyntax.parse(syntax).missing_encoder_packages()
+    if missing:  # e.g. the Slicer 5.12 compatibility environment: one line naming the package, nothing written
+        assert code == 1 and err.count("\n") == 1 and missing[0] in err, err
+        assert not out.exists() or not list(out.iterdir())
+        return
     assert code == 0, err
     written = [Path(line) for line in stdout.split()]
     assert written and all(p.is_file() and p.parent == out for p in written)

@@ -24,6 +24,8 @@ from DICOMLabelmapSegLib.dicom.reader import read_segmentation
 from DICOMLabelmapSegLib.pacs import parse_receiver, send_files
 from DICOMLabelmapSegLib.pacs.send import SendError
 
+pytestmark = pytest.mark.services
+
 PLUGIN_CANDIDATES = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",)
 
 

@@ -15,35 +15,18 @@ Conventions
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .enums import SegmentAlgorithmType, SegmentationType
 from .errors import (
     InvalidSegmentationError,
     TooManyLabelsError,
     UndescribedLabelError,
 )
-
-MAX_LABEL_VALUE = 65535
-
-
-class SegmentAlgorithmType(enum.Enum):
-    """Defined terms of Segment Algorithm Type (0062,0008)."""
-
-    AUTOMATIC = "AUTOMATIC"
-    SEMIAUTOMATIC = "SEMIAUTOMATIC"
-    MANUAL = "MANUAL"
-
-
-class SegmentationType(enum.Enum):
-    """Defined terms of Segmentation Type (0062,0001)."""
-
-    BINARY = "BINARY"
-    FRACTIONAL = "FRACTIONAL"
-    LABELMAP = "LABELMAP"
+from .limits import MAX_LABEL_VALUE
 
 
 @dataclass(frozen=True)
@@ -316,6 +299,15 @@ def present_labels(labels: np.ndarray) -> np.ndarray:
         present[flat[even:]] = True  # the odd last voxel
         return np.flatnonzero(present)
     return np.unique(labels)
+
+
+def segment_id(label_value: int, layer_index: int = 0) -> str:
+    """The Segment ID a label gets in Slicer and in ``.seg.nrrd`` files.
+
+    ``Segment_<label>`` in the first layer (``layer_index`` 0), ``Segment_<label>_layer<n>`` in
+    layer n = ``layer_index + 1`` (the SEG instance number) of the others.
+    """
+    return f"Segment_{label_value}" if layer_index == 0 else f"Segment_{label_value}_layer{layer_index + 1}"
 
 
 def label_dtype(max_label_value: int) -> np.dtype:

@@ -66,6 +66,7 @@ from .model import (
     SeriesInfo,
     label_dtype,
     present_labels,
+    segment_id,
 )
 
 __all__ = [
@@ -583,11 +584,6 @@ def node_from_segmentation(
     if placeInSubjectHierarchy:
         place_in_subject_hierarchy(node, segmentation.referenced_series, segmentation.series_info)
     return node
-
-
-def segment_id(labelValue: int, layerIndex: int) -> str:
-    """Segment ID used for created segments: ``Segment_<label>`` or ``Segment_<label>_layer<n>`` (n >= 2)."""
-    return f"Segment_{labelValue}" if layerIndex == 0 else f"Segment_{labelValue}_layer{layerIndex + 1}"
 
 
 def _default_name(segmentation: Segmentation) -> str:

@@ -20,7 +20,7 @@ def run_on_dask(cases: Sequence[Any], needs: list[set[int]], scheduler: str, rep
     from .batch import CaseResult, Interrupted, _blocked, run_case
 
     try:
-        client = Client(scheduler, timeout="20s")
+        client = Client(scheduler, timeout="10s")
     except (OSError, TimeoutError) as error:
         raise LabelmapSegError(f"Cannot connect to the Dask scheduler {scheduler}: {error}") from None
     results: dict[int, CaseResult] = {}

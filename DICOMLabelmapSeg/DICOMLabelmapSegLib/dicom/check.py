@@ -44,12 +44,13 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from ..enums import SopClass
 from ..errors import LabelmapSegError
 from ..model import SegmentationType
 from . import framegroups, pixels
 
-LABELMAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
-SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+LABELMAP_SEGMENTATION_STORAGE = SopClass.LABELMAP_SEGMENTATION_STORAGE.value
+SEGMENTATION_STORAGE = SopClass.SEGMENTATION_STORAGE.value
 _IMAGE_POSITION_TAG = 0x00200032
 
 #: Transfer syntaxes whose code streams may be lossy (the UID alone does not promise lossless coding).

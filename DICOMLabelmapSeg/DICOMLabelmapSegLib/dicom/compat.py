@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 from pydicom.dataset import Dataset
 
-LABELMAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
+from ..enums import SopClass
+
+LABELMAP_SEGMENTATION_STORAGE = SopClass.LABELMAP_SEGMENTATION_STORAGE.value
 
 _DCMQI_READS = {
     "1.2.840.10008.1.2",  # implicit VR little endian

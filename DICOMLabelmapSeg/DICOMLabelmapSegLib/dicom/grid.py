@@ -14,13 +14,12 @@ import numpy as np
 
 from ..errors import GeometryMismatchError, ImplausibleSizeError, UnsupportedSegmentationError
 from ..geometry import affine_from_plane, slice_normal
+from ..limits import MAX_VOXELS
 from ..model import Geometry, SegmentationType
 from .header import Header, instance_name
 
 logger = logging.getLogger(__name__)
 
-#: Default sanity bound on the voxels a series may make us allocate (all layers together).
-MAX_VOXELS = 2**31
 #: Share of the memory available now (and of the address-space limit) that reading may allocate by default.
 MEMORY_SHARE = 0.75
 #: A grid with more slices than this is refused when it is also far sparser than :data:`SPARSE_FACTOR`.

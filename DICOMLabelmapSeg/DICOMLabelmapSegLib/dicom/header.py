@@ -18,6 +18,8 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
+from ..enums import SEG_SOP_CLASSES as SEG_SOP_CLASSES  # re-exported (reader.py)
+from ..enums import SopClass
 from ..errors import (
     GeometryMismatchError,
     InvalidDicomFileError,
@@ -30,9 +32,8 @@ from .segment import segment_from_description
 
 logger = logging.getLogger(__name__)
 
-LABELMAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
-SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-SEG_SOP_CLASSES = (LABELMAP_SEGMENTATION_STORAGE, SEGMENTATION_STORAGE)
+LABELMAP_SEGMENTATION_STORAGE = SopClass.LABELMAP_SEGMENTATION_STORAGE.value
+SEGMENTATION_STORAGE = SopClass.SEGMENTATION_STORAGE.value
 
 
 @dataclass

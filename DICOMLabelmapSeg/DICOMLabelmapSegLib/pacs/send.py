@@ -20,13 +20,14 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from ..enums import SopClass
 from ..errors import LabelmapSegError
 from .url import Receiver, parse_receiver
 
 logger = logging.getLogger(__name__)
 
-LABELMAP_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.7"
-SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+LABELMAP_SOP_CLASS = SopClass.LABELMAP_SEGMENTATION_STORAGE.value
+SEGMENTATION_SOP_CLASS = SopClass.SEGMENTATION_STORAGE.value
 _NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 CALLING_AE_TITLE = "DICOMLABELMAPSEG"
 
