@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .common import EXIT_FAILED, EXIT_OK, PROGRAM, Formatter, classify_error
+from .text import printable
 
 NAME = "info"
 
@@ -108,17 +109,18 @@ def format_description(description: dict[str, Any]) -> str:
             algorithm = segment.get("algorithm_type") or ""
             if segment.get("algorithm_name"):
                 algorithm += f" {segment['algorithm_name']}"
-            rows.append(
-                [str(index), str(segment.get("label_value")), str(segment.get("name")), _cell(segment.get("color")),
-                 meaning, algorithm]
-            )
+            rows.append([
+                printable(cell) for cell in (str(index), str(segment.get("label_value")), str(segment.get("name")),
+                                             _cell(segment.get("color")), meaning, algorithm)
+            ])
     if rows:
         header = ["layer", "label", "name", "color", "meaning", "algorithm"]
         widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
         lines.append(f"  segments ({len(rows)}):")
         for row in [header, *rows]:
             lines.append("    " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    return "\n".join(lines) + "\n"
+    # Header strings are untrusted: control characters (ANSI/OSC escapes, newlines forging rows) are escaped.
+    return "\n".join(printable(line) for line in lines) + "\n"
 
 
 def _cell(value: Any) -> str:

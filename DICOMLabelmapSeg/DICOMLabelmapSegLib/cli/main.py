@@ -15,6 +15,7 @@ import importlib
 import logging
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +35,7 @@ from .common import (
 )
 from .info import format_description
 from .report import Reporter
+from .text import printable
 
 __all__ = [
     "EXIT_FAILED", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "PROGRAM", "CaseResult",
@@ -129,10 +131,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
     library, handler, previous_level = _configure_logging(args.quiet, args.debug)
     try:
-        return _run(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_to_log  # pydicom/numpy/our warnings: one line, no file:line
+            return _run(args)
     finally:
         library.removeHandler(handler)
         library.setLevel(previous_level)
+
+
+def _warning_to_log(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+    """``warnings.showwarning`` for the command line: the warning goes through our logging (stderr handler)."""
+    logging.getLogger("DICOMLabelmapSegLib.warnings").warning("%s", " ".join(str(message).split()))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -162,7 +171,7 @@ class _StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            sys.stderr.write(f"{PROGRAM}: {record.levelname.lower()}: {record.getMessage()}\n")
+            sys.stderr.write(f"{PROGRAM}: {record.levelname.lower()}: {printable(record.getMessage())}\n")
         except Exception:  # noqa: BLE001 - logging must never break the command
             self.handleError(record)
 
