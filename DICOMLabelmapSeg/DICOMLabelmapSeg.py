@@ -270,8 +270,13 @@ class DICOMLabelmapSegLogic(ScriptedLoadableModuleLogic):
         dialog = slicer.qSlicerDICOMExportDialog()
         dialog.setMRMLScene(slicer.mrmlScene)
         dialog.execDialog(shNode.GetItemByDataNode(volumeNode))
+        self.adoptNewVolumeSeries(volumeNode, before)
+
+    @staticmethod
+    def adoptNewVolumeSeries(volumeNode, seriesBefore) -> None:
+        """After the volume was exported into the database: let it reference the new series' images."""
         seriesUID = export.exportedVolumeSeries(
-            before, DICOMUtils.allSeriesUIDsInDatabase(),
+            seriesBefore, DICOMUtils.allSeriesUIDsInDatabase(),
             lambda uid: slicer.dicomDatabase.fileValue(slicer.dicomDatabase.filesForSeries(uid, 1)[0], "0008,0060"),
         )
         if not seriesUID:
@@ -524,7 +529,11 @@ class DICOMLabelmapSegTestMixin:
         itemID = shNode.GetItemByDataNode(segmentationNode)
         confidences = {}
         for key, pluginClass in slicer.modules.dicomPlugins.items():
-            found = pluginClass().examineForExport(itemID)
+            try:  # as the dialog does: a failing plugin is logged, not fatal
+                found = pluginClass().examineForExport(itemID)
+            except Exception as error:
+                logging.warning(f"{key}.examineForExport failed: {error}")
+                continue
             if found:
                 confidences[key] = sum(e.confidence for e in found) / len(found)
         self.assertEqual(export.preselectedExporter(confidences), examine.PLUGIN_KEY, f"preselected: {confidences}")
@@ -589,7 +598,8 @@ class DICOMLabelmapSegTest(DICOMLabelmapSegTestMixin, ScriptedLoadableModuleTest
     Failure paths are tested in Testing/Python/DICOMLabelmapSegFailureTest.py."""
 
     def runTest(self):
-        for name in ("test_RoundTripEveryTransferSyntax", "test_TotalSegmentatorRoundTrip"):
+        for name in ("test_RoundTripEveryTransferSyntax", "test_VolumeNotFromDicomIsExportedFirst",
+                     "test_TotalSegmentatorRoundTrip"):
             self.setUp()
             try:
                 getattr(self, name)()
@@ -617,14 +627,15 @@ class DICOMLabelmapSegTest(DICOMLabelmapSegTestMixin, ScriptedLoadableModuleTest
                 slicer.mrmlScene.RemoveNode(loaded)
         self.delayDisplay("Round trip in every usable transfer syntax passed")
 
-    def exportVolumeAsDicom(self, volumeNode, directory):
+    def exportVolumeAsDicom(self, volumeNode, directory, newStudy=True):
         """Write a volume as a DICOM CT series with Slicer's own scalar volume exporter."""
         from DICOMLabelmapSegLib.mrml import put_in_new_study
 
-        itemID = put_in_new_study([volumeNode], "TotalSegmentator^Example", "Example study")
         shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+        if newStudy:
+            itemID = put_in_new_study([volumeNode], "TotalSegmentator^Example", "Example study")
+            self.assertEqual(shNode.GetItemParent(shNode.GetItemByDataNode(volumeNode)), itemID)
         volumeItem = shNode.GetItemByDataNode(volumeNode)
-        self.assertEqual(shNode.GetItemParent(volumeItem), itemID)
         exporter = slicer.modules.dicomPlugins["DICOMScalarVolumePlugin"]()
         exportables = exporter.examineForExport(volumeItem)
         os.makedirs(directory, exist_ok=True)
@@ -635,6 +646,40 @@ class DICOMLabelmapSegTest(DICOMLabelmapSegTestMixin, ScriptedLoadableModuleTest
             exportable.setTag("StudyID", "1")
             exportable.setTag("SeriesDescription", "TotalSegmentator example CT")
         self.assertEqual(exporter.export(exportables), "", "Slicer's scalar volume export failed")
+
+    def test_VolumeNotFromDicomIsExportedFirst(self):
+        """A segmentation on a volume that is not from DICOM: the volume goes to the database as a new series
+        (Slicer's scalar volume exporter), then the SEG references it and loads back onto it."""
+        from DICOMLabelmapSegLib.mrml import segmentation_from_node
+
+        with DICOMUtils.TemporaryDICOMDatabase(os.path.join(self.tempDir, "db")):
+            ctPaths = writeSyntheticCtSeries(os.path.join(self.tempDir, "ct"))
+            dicomVolume = self.loadDicomVolume(ctPaths)
+            original = self.makeSegmentationNode(dicomVolume, ctPaths)
+            volumeNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "Not from DICOM")
+            volumeNode.CopyOrientation(dicomVolume)
+            volumeNode.SetAndObserveImageData(dicomVolume.GetImageData())
+            original.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+            slicer.mrmlScene.RemoveNode(dicomVolume)
+            plan = export.referencePlan(original, slicer.dicomDatabase.fileForInstance)
+            self.assertIs(plan.action, export.ReferenceAction.EXPORT_VOLUME_FIRST, plan.message)
+            exportables, error = self.exportWithPlugin(original, os.path.join(self.tempDir, "refused"))
+            self.assertIn("DICOM Labelmap Segmentation module", error, "the dialog says where to go")
+
+            shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+            export.prepareVolumeExport(shNode, volumeNode, original, "Anonymous", "New study")
+            before = DICOMUtils.allSeriesUIDsInDatabase()
+            directory = os.path.join(self.tempDir, "volume")
+            self.exportVolumeAsDicom(volumeNode, directory, newStudy=False)  # what the dialog runs
+            self.assertTrue(DICOMUtils.importDicom(directory), "volume import into the database failed")
+            DICOMLabelmapSegLogic.adoptNewVolumeSeries(volumeNode, before)
+            plan = export.referencePlan(original, slicer.dicomDatabase.fileForInstance)
+            self.assertIs(plan.action, export.ReferenceAction.READY, plan.message)
+            expected = segmentation_from_node(original, volumeNode)
+            files = self.exportAndCheckFiles(original, self.syntaxes[0], False, layers=2)
+            loaded = self.loadThroughBrowser(files, layers=2)
+            self.assertIs(export.referenceVolumeNode(loaded), volumeNode, "the SEG references the exported volume")
+            self.assertSameSegmentation(expected, loaded, volumeNode, "volume exported first")
 
     def test_TotalSegmentatorRoundTrip(self):
         """Real CT and TotalSegmentator label map: CT through the DICOM database, LABELMAP export in every
