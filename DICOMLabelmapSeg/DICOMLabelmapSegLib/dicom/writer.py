@@ -58,6 +58,7 @@ from ..errors import (
 )
 from ..geometry import frame_positions, plane_attributes
 from ..model import MAX_LABEL_VALUE, Geometry, Layer, Segmentation, label_dtype
+from . import compat
 from .codecs import jpeg_2000_frame, jpeg_ls_frame
 from .options import ExportOptions
 from .segment import long_string, segment_description
@@ -173,6 +174,7 @@ def _iter_datasets(
         )
         if order is not None and order != sorted(order):
             _reference_in_source_order(ds, source)
+        compat.warn_at_export(ds)  # CompatibilityWarning: a major consumer misreads this file (labels unchanged)
         yield ds
 
 
