@@ -719,3 +719,21 @@ def test_self_test_downloads_are_pinned_to_the_local_copies():
         if not path.is_file():
             pytest.skip(f"{path} not found")
         assert checksum == "SHA256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_use_cases_are_qt_and_slicer_free_and_the_hierarchy_has_one_route():
+    """app/ receives slicer objects as arguments; MRML work (and subject hierarchy placement) is in mrml.py."""
+    for path in sorted(APP_DIR.glob("*.py")):
+        tree = _tree(path)
+        imported = {alias.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for alias in n.names}
+        imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module
+                     and n.level == 0}
+        assert not imported & {"slicer", "vtk", "qt", "ctk", "DICOMLib"}, f"{path.name} imports {imported}"
+    library = MODULE_DIR / "DICOMLabelmapSegLib"
+    placing = sorted(
+        p.relative_to(library).as_posix() for p in library.rglob("*.py")
+        if "InsertDicomSeriesInHierarchy" in p.read_text() or "CreateStudyItem" in p.read_text()
+    )
+    assert placing == ["mrml.py"], placing
+    shell = (MODULE_DIR / "DICOMLabelmapSeg.py").read_text() + (MODULE_DIR / "DICOMLabelmapSegPlugin.py").read_text()
+    assert "InsertDicomSeriesInHierarchy" not in shell and "CreateStudyItem" not in shell
