@@ -43,6 +43,7 @@ from pydicom.uid import ImplicitVRLittleEndian
 from spatial import assert_same_labels_in_space
 from synthetic import make_affine, make_ct_series, make_segmentation
 from validators import (
+    assert_check_clean,
     dciodvfy_output,
     dcmjs_parse,
     dcmqi_read,
@@ -109,6 +110,8 @@ class _Written:
                 self.root / _case_id(case),
                 ExportOptions(transfer_syntax=syntax, palette_color=palette),
             )
+            for path in files:
+                assert_check_clean(path)  # our own checker: no error, no warning on anything we write
             self.cache[case] = (segmentation, files)
         return self.cache[case]
 
