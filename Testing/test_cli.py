@@ -454,3 +454,83 @@ def test_folder_with_two_series_needs_a_folder_output(case, tmp_path: Path, caps
     assert sorted(Path(p).name for p in stdout.split()) == ["dicom_series11.seg.nrrd", "dicom_series12.seg.nrrd"]
     code, text, _ = run(["info", str(seg_dir), "--json"], capsys)
     assert code == 0 and sorted(d["series_number"] for d in json.loads(text)) == [11, 12]
+
+
+# --------------------------------------------------------------------------- TotalSegmentator, re-runs, exit codes
+
+
+def test_totalsegmentator_class_map_gets_snomed_codes_and_automatic(case, data_dir: Path, tmp_path: Path, capsys,
+                                                                     monkeypatch) -> None:
+    import pydicom
+
+    mapping = data_dir / "totalsegmentator" / "totalsegmentator_snomed_mapping.csv"
+    monkeypatch.setenv("DICOMLABELMAPSEG_TOTALSEGMENTATOR_MAP", str(mapping))
+    out = tmp_path / "seg"
+    code, _, err = run(["export", str(case["nifti"]), "-r", str(case["ct"]), "-o", str(out), "--labels",
+                        str(case["classes"]), "-q"], capsys)
+    assert code == 0, err
+    ds = pydicom.dcmread(next(out.glob("*.dcm")), stop_before_pixels=True)
+    spleen = next(item for item in ds.SegmentSequence if item.SegmentLabel == "spleen")
+    assert spleen.SegmentedPropertyTypeCodeSequence[0].CodeValue == "78961009"  # SNOMED CT Spleen
+    assert spleen.SegmentAlgorithmType == "AUTOMATIC" and spleen.SegmentAlgorithmName == "TotalSegmentator"
+    # explicit flags win
+    code, _, err = run(["export", str(case["nifti"]), "-r", str(case["ct"]), "-o", str(tmp_path / "b"), "--labels",
+                        str(case["classes"]), "--algorithm-type", "semiautomatic", "--algorithm-name", "me", "-q"],
+                       capsys)
+    assert code == 0, err
+    ds = pydicom.dcmread(next((tmp_path / "b").glob("*.dcm")), stop_before_pixels=True)
+    algorithms = {(i.SegmentAlgorithmType, i.SegmentAlgorithmName) for i in ds.SegmentSequence[1:]}
+    assert algorithms == {("SEMIAUTOMATIC", "me")}
+
+
+def test_export_into_a_folder_holding_a_series_needs_overwrite(case, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "seg"
+    argv = ["export", str(case["nifti"]), "-r", str(case["ct"]), "-o", str(out), "-q"]
+    assert run(argv, capsys)[0] == 0
+    first = sorted(out.glob("*.dcm"))
+    code, _, err = run(argv, capsys)
+    assert code == 1 and "--overwrite" in err and sorted(out.glob("*.dcm")) == first
+    code, _, err = run([*argv, "--overwrite"], capsys)
+    assert code == 0, err
+    again = sorted(out.glob("*.dcm"))
+    assert len(again) == len(first) and not set(again) & set(first)
+    assert run(["import", str(out), "-o", str(tmp_path / "back.seg.nrrd"), "-q"], capsys)[0] == 0
+
+
+@pytest.mark.parametrize("number", ["0", "-5", "-1", "4294967296", "x"])
+def test_out_of_range_series_number_is_a_usage_error(case, tmp_path: Path, capsys, number: str) -> None:
+    code, _, err = run(["export", str(case["nifti"]), "-r", str(case["ct"]), "-o", str(tmp_path / "o"),
+                        f"--series-number={number}"], capsys)
+    assert code == 2 and "internal" not in err and not (tmp_path / "o").exists()
+
+
+def test_manifest_series_number_out_of_range_is_bad_input(case, tmp_path: Path, capsys) -> None:
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(f"command,input,reference,output,series_number\nexport,{case['nifti']},{case['ct']},o,-1\n")
+    code, _, err = run(["batch", str(manifest)], capsys)
+    assert code == 1 and "series number" in err and "internal" not in err
+
+
+def test_missing_optional_package_names_the_extra(case, tmp_path: Path, capsys, monkeypatch) -> None:
+    def missing(*args, **kwargs):
+        raise ModuleNotFoundError("No module named 'nibabel'", name="nibabel")
+
+    monkeypatch.setattr(fileio, "read_segmentation_file", missing)
+    code, _, err = run(["export", str(case["nifti"]), "-r", str(case["ct"]), "-o", str(tmp_path / "o")], capsys)
+    assert code == 1 and "dicom-labelmap-seg[files]" in err and "internal" not in err
+
+
+def test_dependent_manifest_rows_run_in_order(case, tmp_path: Path, capsys) -> None:
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(
+        "command,input,reference,output\n"
+        "import,out/case1,,case1.seg.nrrd\n"
+        f"export,{case['seg_nrrd']},{case['ct']},out/case1\n"
+        "import,out/missing,,never.seg.nrrd\n"
+        f"export,{tmp_path / 'nothing.nii.gz'},{case['ct']},out/missing\n"
+    )
+    code, _, err = run(["batch", str(manifest), "-j", "2", "--report", str(tmp_path / "r.jsonl")], capsys)
+    assert code == 1
+    assert (tmp_path / "case1.seg.nrrd").is_file()
+    assert "not run: it reads the output of failed case(s)" in err
+    assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 4

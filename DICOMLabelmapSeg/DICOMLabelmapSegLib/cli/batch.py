@@ -68,6 +68,7 @@ class ExportCase:
     algorithm_type: str | None = None
     algorithm_name: str | None = None
     overwrite: bool = False
+    terminology_map: str | None = None
 
     @property
     def output_paths(self) -> tuple[str, ...]:
@@ -483,6 +484,7 @@ def cases_from_manifest(args: argparse.Namespace) -> list[Case]:
                     algorithm_type=row.get("algorithm_type") or args.algorithm_type,
                     algorithm_name=row.get("algorithm_name") or args.algorithm_name,
                     overwrite=_boolean(row.get("overwrite"), args.overwrite, where),
+                    terminology_map=args.terminology_map,
                 )
             )
         elif command == "import":

@@ -70,6 +70,12 @@ def add_export_options(parser: argparse.ArgumentParser) -> None:
         "segments of --labels without codes whose names match an entry ('kidney_right' = Kidney, Right) get its "
         "codes and recommended color. Repeatable.",
     )
+    group.add_argument(
+        "--terminology-map", metavar="MAPPING.csv",
+        help="TotalSegmentator's structure -> SNOMED CT mapping (totalsegmentator_snomed_mapping.csv). A --labels "
+        "class map of TotalSegmentator names gets its codes and colors and algorithm AUTOMATIC 'TotalSegmentator'. "
+        "Default: $DICOMLABELMAPSEG_TOTALSEGMENTATOR_MAP, else the file of an installed totalsegmentator package.",
+    )
     group.add_argument("--series-description", metavar="TEXT",
                        help="Series Description of the SEG series (default: the writer's, 'Segmentation').")
     group.add_argument("--series-number", type=series_number, metavar="N",
@@ -104,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             labels=args.labels, terminology_json=tuple(args.terminology_json or ()), syntax=args.syntax,
             palette=args.palette, series_description=args.series_description, series_number=args.series_number,
             algorithm_type=args.algorithm_type, algorithm_name=args.algorithm_name, overwrite=args.overwrite,
+            terminology_map=args.terminology_map,
         ))
     reporter = Reporter(quiet=args.quiet, debug=args.debug)
     return finish(run_cases(cases, args.jobs, reporter, args.debug), reporter)
@@ -169,6 +176,10 @@ def run_export_case(case: Any, progress: Any) -> list[Any]:
         raise LabelmapSegError(f"{case.name}: export takes one segmentation file per case, got {len(case.inputs)}.")
     replaced = check_output_folder(Path(case.output_dir), case.overwrite)
     table = read_label_table(case.labels) if case.labels else None
+    if table is not None:
+        from ..formats.totalsegmentator import apply_totalsegmentator
+
+        table = apply_totalsegmentator(table, case.terminology_map)
     if table is not None and case.terminology_json:
         table = apply_terminology_lookup(table, terminology_lookup_from_slicer_json(case.terminology_json))
     segmentation = read_segmentation_file(case.inputs[0], table)
