@@ -159,6 +159,8 @@ class DICOMLabelmapSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterNodeModified)
         self._parameterNode = inputParameterNode
         self._shownSegmentationID = None
+        if self._parameterNode and self._parameterNode.referenceVolumeNode and self._parameterNode.segmentationNode:
+            self._shownSegmentationID = self._parameterNode.segmentationNode.GetID()  # keep a scene's choice
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.ui.outputFolderPathLineEdit.currentPath = self._parameterNode.outputFolder
@@ -176,10 +178,14 @@ class DICOMLabelmapSegWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         segmentationNode = parameterNode.segmentationNode
         segmentationID = segmentationNode.GetID() if segmentationNode else None
-        if segmentationID != self._shownSegmentationID:
-            self._shownSegmentationID = segmentationID
-            if segmentationNode:
-                parameterNode.referenceVolumeNode = export.referenceVolumeNode(segmentationNode)
+        segmentationChanged = segmentationID != self._shownSegmentationID
+        self._shownSegmentationID = segmentationID
+        if segmentationNode:
+            shown = export.panelReferenceVolume(
+                segmentationChanged, parameterNode.referenceVolumeNode, export.referenceVolumeNode(segmentationNode)
+            )
+            if shown is not parameterNode.referenceVolumeNode:
+                parameterNode.referenceVolumeNode = shown
         self.ui.syntaxExplanationLabel.text = settings.syntaxExplanation(parameterNode.transferSyntax)
         canExport = bool(segmentationNode) and (
             parameterNode.exportToDatabase

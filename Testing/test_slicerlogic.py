@@ -467,6 +467,16 @@ def test_choosing_a_volume_does_not_change_the_segmentation(slicer_core, mrml_sc
     assert mrml.segmentation_from_node(node, other).geometry.shape == (5, 12, 16)
 
 
+def test_panel_reference_selector_decisions(slicer_core, mrml_scene):
+    a = mrml_scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "A")
+    b = mrml_scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "B")
+    show = export.panelReferenceVolume
+    assert show(True, a, b) is b, "a newly selected segmentation shows its own reference"
+    assert show(False, None, b) is b, "a cleared selector shows the reference again"
+    assert show(False, a, b) is a, "the user's (or a saved scene's) choice stays and is only used for export"
+    assert show(True, None, None) is None
+
+
 def test_panel_settings_round_trip_and_scene_values_are_kept():
     stored = {settings.SETTINGS_TRANSFER_SYNTAX: "rle", settings.SETTINGS_PALETTE_COLOR: "true"}
     values = settings.panelValuesFromSettings(stored)

@@ -86,7 +86,8 @@ class ReferencePlan:
     action: ReferenceAction
     volumeNode: Any = None
     sourceFiles: tuple[str, ...] = ()
-    message: str = ""
+    problem: str = ""  # what is wrong, one sentence ('' when READY)
+    message: str = ""  # what is wrong and what export offers or needs
 
 
 def referencePlan(
@@ -99,13 +100,14 @@ def referencePlan(
     name = segmentationNode.GetName()
     volume = volumeNode if volumeNode is not None else referenceVolumeNode(segmentationNode)
     if volume is None:
+        problem = f"Segmentation '{name}' has no reference volume, so there are no images for the SEG to reference."
         return ReferencePlan(
             ReferenceAction.NO_VOLUME,
+            problem=problem,
             message=(
-                f"Segmentation '{name}' has no reference volume, so there are no images for the SEG to reference. "
-                "Load the image the segmentation was drawn on (from the DICOM database, or any file), select it "
-                "as 'Reference volume' in the DICOM Labelmap Segmentation module (or as 'Source volume' in "
-                "Segment Editor), then export again."
+                f"{problem} Load the image the segmentation was drawn on (from the DICOM database, or any "
+                "file), select it as 'Reference volume' in the DICOM Labelmap Segmentation module (or as "
+                "'Source volume' in Segment Editor), then export again."
             ),
         )
     uids = sourceInstanceUIDs(volume)
@@ -123,6 +125,7 @@ def referencePlan(
     return ReferencePlan(
         ReferenceAction.EXPORT_VOLUME_FIRST,
         volume,
+        problem=f"{why}, so the SEG cannot reference its images.",
         message=(
             f"{why}, so the SEG cannot reference its images. Export the volume as a new DICOM series first "
             "(Slicer's scalar volume exporter; you enter patient and study), then the segmentation "
@@ -233,8 +236,8 @@ def examineForExport(
     reason = environmentProblem(pythonVersion)
     plan = referencePlan(node, fileForInstance)
     if not reason and plan.action is ReferenceAction.EXPORT_VOLUME_FIRST:
-        reason = plan.message.split(", so ")[0] + (
-            ". Export it from the DICOM Labelmap Segmentation module, which offers to export the volume as a "
+        reason = plan.problem + (
+            " Export it from the DICOM Labelmap Segmentation module, which offers to export the volume as a "
             "DICOM series first."
         )
     elif not reason and plan.action is ReferenceAction.NO_VOLUME:
@@ -272,6 +275,17 @@ def examineForExport(
         referenceVolumeNode=plan.volumeNode,
         sourceFiles=list(plan.sourceFiles),
     )
+
+
+def panelReferenceVolume(segmentationChanged: bool, chosenVolume: Any, segmentationReference: Any) -> Any:
+    """The volume the module panel's reference selector shows; the segmentation node is never changed.
+
+    A newly selected segmentation shows its own reference volume, and so does a cleared selector;
+    otherwise the user's choice (also one saved in a scene) stays: it is what this export references.
+    """
+    if segmentationChanged or chosenVolume is None:
+        return segmentationReference
+    return chosenVolume
 
 
 def preselectedExporter(confidenceByPlugin: Mapping[str, float]) -> str:
