@@ -110,3 +110,45 @@ def test_no_seg_found_names_the_folder(tmp_path: Path, capsys) -> None:
     assert cli.main(["convert", str(empty), "-o", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "No DICOM Segmentation files were found in" in err and "nothing_here" in err
+
+
+def test_ctrl_c_on_a_parallel_run_stops_cleanly(data_dir: Path, tmp_path: Path) -> None:
+    """SIGINT to the process group (what a terminal's Ctrl-C does) while two workers convert."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    inputs = tmp_path / "in"
+    for index in range(8):
+        folder = inputs / f"case{index:02d}"
+        folder.mkdir(parents=True)
+        ds = pydicom.dcmread(data_dir / "dcmqi" / "partial_overlaps.dcm")
+        ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(folder / "seg.dcm")
+    report = tmp_path / "report.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "DICOMLabelmapSegLib.cli", "convert", str(inputs), "-o", str(tmp_path / "out"),
+         "-j", "2", "--report", str(report), "--syntax", "jpeg2000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (report.exists() and report.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert err.count("\n") == 1 and "interrupted" in err and "Traceback" not in err, err
+    leftovers = [p for p in (tmp_path / "out").rglob("*") if p.name.endswith(".partial")]
+    assert leftovers == []
+    done = len(report.read_text().splitlines())
+    assert 1 <= done < 8
+    # the rest is done by a re-run, the finished cases are skipped
+    process = subprocess.run(
+        [sys.executable, "-m", "DICOMLabelmapSegLib.cli", "convert", str(inputs), "-o", str(tmp_path / "out"),
+         "-j", "2", "--report", str(report), "--syntax", "jpeg2000", "-q"], capture_output=True, text=True, timeout=120)
+    assert process.returncode == 0, process.stderr
+    statuses = [json.loads(line)["status"] for line in report.read_text().splitlines()[done:]]
+    assert statuses.count("skipped") >= done and len(statuses) == 8
