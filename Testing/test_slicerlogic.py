@@ -581,6 +581,11 @@ def test_export_then_load_without_database(slicer_core, mrml_scene, tmp_path, sy
     status = result.summary()
     assert status.startswith("Wrote 2 files") and all(Path(p).name in status for p in result.files)
     assert result.totalBytes == sum(Path(p).stat().st_size for p in result.files) and result.seconds >= 0
+    if palette:  # the writer warns that OHIF misreads palette color files: the panel shows it once, not per file
+        assert len(result.compatibility) == 1 and "OHIF" in result.compatibility[0], result.compatibility
+        assert status.endswith("Note: " + result.compatibility[0])
+    else:
+        assert result.compatibility == () and "Note:" not in status
 
     expected = mrml.segmentation_from_node(node, volume)
     loaded = load.loadSegFilesWithoutDatabase([str(tmp_path / "out")], mrml_scene)

@@ -366,6 +366,8 @@ class ExportResult:
 
     files: tuple[Path, ...]
     seconds: float
+    #: One line per consumer that misreads the files (the writer's CompatibilityWarnings), each once.
+    compatibility: tuple[str, ...] = ()
 
     @property
     def totalBytes(self) -> int:
@@ -376,6 +378,7 @@ class ExportResult:
             f"Wrote {plural(len(self.files), 'file')}, {humanSize(self.totalBytes)} in total, in {self.seconds:.1f} s:"
         ]
         lines += [f"  {Path(f).name}: {humanSize(Path(f).stat().st_size)}" for f in self.files]
+        lines += [f"Note: {line}" for line in self.compatibility]
         return "\n".join(lines)
 
 
@@ -388,10 +391,28 @@ def exportNode(
     progress: Progress | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> ExportResult:
-    """:func:`exportSegmentation`, timed: the files written and the seconds it took."""
+    """:func:`exportSegmentation`, timed: the files written, the seconds it took and the compatibility notes."""
+    import warnings
+
+    from ..dicom.compat import CompatibilityWarning
+
     start = clock()
-    files = exportSegmentation(segmentationNode, referenceVolumeNode, sourceFiles, outputDirectory, options, progress)
-    return ExportResult(tuple(Path(f) for f in files), clock() - start)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CompatibilityWarning)
+        files = exportSegmentation(
+            segmentationNode, referenceVolumeNode, sourceFiles, outputDirectory, options, progress
+        )
+    seconds = clock() - start
+    notes: list[str] = []
+    for warning in caught:
+        if issubclass(warning.category, CompatibilityWarning):
+            text = str(warning.message)
+            line = text.split(": ", 1)[-1] if text.startswith("Instance ") else text  # once for the series
+            if line not in notes:
+                notes.append(line)
+        else:  # not ours to summarize: pass it on unchanged
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return ExportResult(tuple(Path(f) for f in files), seconds, tuple(notes))
 
 
 def dicomBrowserIsOpen(modules: Any) -> bool:
