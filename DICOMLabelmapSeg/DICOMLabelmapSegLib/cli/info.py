@@ -27,6 +27,13 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ())
                                    description=text + " Reads headers only (no pixel data is decoded).")
     parser.add_argument("inputs", nargs="+", metavar="SEG_FILE_OR_DIR", help="SEG files or folders.")
     parser.add_argument("--json", action="store_true", help="Print JSON (a list, one object per series) for scripts.")
+    preview = parser.add_argument_group("picture")
+    preview.add_argument("--preview", metavar="OUT.png",
+                         help="Also draw a montage of slices in the segment colors with a legend (one series; reads "
+                              "the pixel data).")
+    preview.add_argument("--preview-reference", metavar="DICOM_DIR",
+                         help="Image series drawn in grey under the labels (sampled on the segmentation's grid).")
+    preview.add_argument("--preview-slices", type=int, default=12, metavar="N", help="Most slices in the montage.")
     return parser
 
 
@@ -51,6 +58,11 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         for description in descriptions:
             description.setdefault("source", str(source))
         everything += descriptions
+    if getattr(args, "preview", None) and not failures:
+        if len(everything) != 1:
+            sys.stderr.write(f"{PROGRAM}: error: --preview draws one series; the inputs hold {len(everything)}.\n")
+            return EXIT_FAILED
+        write_preview(args.inputs, args.preview, args.preview_reference, args.preview_slices)
     if args.json:
         json.dump(everything, stdout, indent=2, ensure_ascii=False, default=str)
         stdout.write("\n")
@@ -58,6 +70,54 @@ def run(args: argparse.Namespace, stdout: TextIO | None = None) -> int:
         for description in everything:
             stdout.write(format_description(description) + "\n")
     return EXIT_FAILED if failures else EXIT_OK
+
+
+def write_preview(inputs: Sequence[str], output: str, reference_dir: str | None, max_slices: int) -> None:
+    """Read the series of ``inputs`` and draw its preview PNG (see :mod:`..formats.preview`)."""
+    import logging
+
+    from ..dicom.reader import read_segmentation
+    from ..formats.preview import render_preview
+
+    segmentation = read_segmentation([str(source) for source in inputs])
+    reference = None
+    if reference_dir:
+        reference = reference_on_grid(reference_dir, segmentation)
+        if reference is None:
+            logging.getLogger("DICOMLabelmapSegLib.cli").warning(
+                "%s does not overlap the segmentation's grid; the preview shows the labels alone.", reference_dir)
+    title = ", ".join(Path(str(source)).name for source in inputs)
+    render_preview(segmentation, output, reference=reference, max_slices=max_slices, title=title)
+
+
+def reference_on_grid(reference_dir: str, segmentation: Any) -> Any:
+    """The intensities of the image series in ``reference_dir`` sampled (nearest voxel) on the segmentation's
+    grid, as a (slices, rows, columns) float32 array; None if the two grids do not overlap."""
+    import numpy as np
+    import pydicom
+    from pydicom.pixels import apply_modality_lut
+
+    from ..dicom.source import geometry_from_source, read_source_series
+
+    headers = read_source_series(reference_dir, require_uids=False)
+    grid = geometry_from_source(headers)
+    to_index = np.linalg.inv(grid.affine)
+    source = np.zeros(grid.shape, dtype=np.float32)
+    for header in headers:
+        ds = pydicom.dcmread(header.filename) if getattr(header, "filename", None) else header
+        k = int(round((to_index @ np.array([*map(float, ds.ImagePositionPatient), 1.0]))[0]))
+        if 0 <= k < grid.shape[0]:
+            source[k] = apply_modality_lut(ds.pixel_array, ds)
+    shape = segmentation.geometry.shape
+    indices = np.indices(shape, dtype=np.float64).reshape(3, -1)
+    mapping = to_index @ segmentation.geometry.affine  # segmentation index -> reference index
+    where = np.rint(mapping[:3, :3] @ indices + mapping[:3, 3:]).astype(np.int64)
+    inside = np.all((where >= 0) & (where < np.array(grid.shape)[:, None]), axis=0)
+    if not inside.any():
+        return None
+    volume = np.full(indices.shape[1], float(source.min()), dtype=np.float32)
+    volume[inside] = source[where[0, inside], where[1, inside], where[2, inside]]
+    return volume.reshape(shape)
 
 
 def format_description(description: dict[str, Any]) -> str:
