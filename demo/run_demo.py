@@ -19,7 +19,6 @@ import argparse
 import os
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,9 +38,9 @@ from DICOMLabelmapSegLib import (  # noqa: E402
     TransferSyntax,
     differences,
 )
+from DICOMLabelmapSegLib.dicom.options import ExportOptions  # noqa: E402
 from DICOMLabelmapSegLib.dicom.reader import read_segmentation  # noqa: E402
 from DICOMLabelmapSegLib.dicom.source import read_source_series  # noqa: E402
-from DICOMLabelmapSegLib.dicom.options import ExportOptions  # noqa: E402
 from DICOMLabelmapSegLib.dicom.writer import write_labelmap_seg  # noqa: E402
 from DICOMLabelmapSegLib.formats.fileio import read_segmentation_file  # noqa: E402
 from DICOMLabelmapSegLib.formats.labeltable import (  # noqa: E402
@@ -49,6 +48,9 @@ from DICOMLabelmapSegLib.formats.labeltable import (  # noqa: E402
     read_label_table,
     terminology_lookup_from_slicer_json,
 )
+
+#: Folder (in the output folder) of the repaired copy of a reference series with blank UIDs.
+REPAIRED_CT = "ct"
 
 #: UIDs that the TotalSegmentator example CT has blank (it was de-identified by emptying them).
 _BLANK_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
@@ -306,19 +308,19 @@ def run(case: Case, out: Path, repeats: int = REPEATS) -> int:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    with tempfile.TemporaryDirectory(prefix="dicom-labelmap-seg-demo-") as tmp:
-        reference = case.reference
-        try:
-            source = read_source_series(reference)
-        except LabelmapSegError as error:
-            print(f"The reference series cannot be used as is: {error}")
-            reference = Path(tmp) / "ct"
-            filled = repair_uids(case.reference, reference)
-            print(f"-> repaired it in a temporary copy ({filled} blank UID values filled in; originals untouched).")
-            source = read_source_series(reference)
-        segmentation = read_segmentation_file(case.labelmap, labels=label_table(case))
-        rows = export_labelmap(segmentation, source, out, repeats)
-        rows += export_binary(segmentation, reference, out, repeats)
+    reference = case.reference
+    try:
+        source = read_source_series(reference)
+    except LabelmapSegError as error:
+        print(f"The reference series cannot be used as is: {error}")
+        reference = out / REPAIRED_CT
+        filled = repair_uids(case.reference, reference)
+        print(f"-> repaired it in a copy, {reference} ({filled} blank UID values filled in; originals untouched;"
+              " the README's commands use this copy).")
+        source = read_source_series(reference)
+    segmentation = read_segmentation_file(case.labelmap, labels=label_table(case))
+    rows = export_labelmap(segmentation, source, out, repeats)
+    rows += export_binary(segmentation, reference, out, repeats)
     print_table(case, segmentation, rows, repeats)
     print(f"\nTimes are the best of {repeats} run(s). 'vs BINARY' compares with the uncompressed BINARY SEG.")
     print(f"Files are in {out}")
