@@ -180,3 +180,53 @@ def test_accepts_datasets(tmp_path):
     paths = make_ct_series(tmp_path)
     datasets = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     assert len(read_source_series(datasets[::-1])) == len(paths)
+
+
+def _with_undefined_length_sequence(ds: pydicom.Dataset) -> None:
+    """Add a nested sequence written with undefined lengths (as many scanners write them) before the geometry."""
+    inner = pydicom.Dataset()
+    inner.CodeValue, inner.CodingSchemeDesignator, inner.CodeMeaning = "T-D0050", "SRT", "Tissue"
+    item = pydicom.Dataset()
+    item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID = "1.2.3", "1.2.3.4"
+    item.PurposeOfReferenceCodeSequence = [inner]
+    ds.ReferencedImageSequence = [item]
+    for element in (ds["ReferencedImageSequence"], item["PurposeOfReferenceCodeSequence"]):
+        element.is_undefined_length = True
+        for nested in element.value:
+            nested.is_undefined_length_sequence_item = True
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_slice_reader_reads_what_pydicom_reads(tmp_path, implicit):
+    """The fast slice header reader (middle slices) gives the same values as pydicom; the ends are read in full."""
+    from DICOMLabelmapSegLib.dicom import source as source_module
+
+    paths = make_ct_series(tmp_path / "ct", (5, 8, 9), make_affine(oblique=True))
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        _with_undefined_length_sequence(ds)
+        ds.PatientName = "Müller^Jörg"
+        ds.SpecificCharacterSet = "ISO_IR 100"
+        if implicit:
+            ds.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+        ds.save_as(path, implicit_vr=implicit, little_endian=True, enforce_file_format=True)
+    series = read_source_series(tmp_path / "ct")
+    assert [getattr(ds, "_slice_tags_only", False) for ds in series] == [False, True, True, True, False]
+    for ds in series:
+        full = pydicom.dcmread(ds.filename, stop_before_pixels=True)
+        for tag in source_module._SLICE_TAGS:
+            if tag in full:
+                assert ds[tag].value == full[tag].value, (ds.filename, ds[tag], full[tag])
+                assert ds[tag].VR == full[tag].VR
+        if getattr(ds, "_slice_tags_only", False):
+            assert "ReferencedImageSequence" not in ds and "StudyDescription" not in ds
+        else:
+            assert set(full.keys()) == set(ds.keys())
+    assert str(series[2].PatientName) == "Müller^Jörg"
+
+
+def test_slice_reader_leaves_other_files_to_pydicom(data_dir):
+    """A multi-frame image is read by pydicom (its functional groups are needed)."""
+    multiframe = read_source_series(data_dir / "dcmqi" / "24x38x3" / "multiframe" / "mf.dcm")
+    assert "PerFrameFunctionalGroupsSequence" in multiframe[0]
+    assert not getattr(multiframe[0], "_slice_tags_only", False)
