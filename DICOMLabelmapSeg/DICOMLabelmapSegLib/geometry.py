@@ -5,6 +5,10 @@ Image Orientation (Patient) (row cosines = direction of increasing column index,
 then column cosines = direction of increasing row index) and Pixel Spacing
 (spacing between rows, then between columns). The model's affine has columns
 ``[slice step, row step, column step, origin]`` in LPS millimetres.
+
+Slicer, NRRD and NIfTI order the voxel axes the other way round, ``(i, j, k)`` with the column
+index fastest, and Slicer and NIfTI use RAS: :func:`ijk_to_ras` and :func:`affine_from_ijk_to_ras`
+are the one conversion between the two conventions.
 """
 
 from __future__ import annotations
@@ -14,6 +18,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from .errors import GeometryMismatchError
+
+#: LPS -> RAS (negate x and y); its own inverse.
+RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def ijk_to_ras(affine: np.ndarray) -> np.ndarray:
+    """The IJK -> RAS matrix (Slicer, NIfTI; i = column fastest) of a model affine ``(k, j, i)`` -> LPS."""
+    return (RAS_FROM_LPS @ np.asarray(affine, dtype=np.float64))[:, [2, 1, 0, 3]]
+
+
+def affine_from_ijk_to_ras(matrix: np.ndarray) -> np.ndarray:
+    """The model affine ``(k, j, i)`` -> LPS of an IJK -> RAS matrix (the inverse of :func:`ijk_to_ras`)."""
+    return ijk_to_ras(matrix)  # reversing the axes and negating x, y are both their own inverse
 
 
 def affine_from_plane(

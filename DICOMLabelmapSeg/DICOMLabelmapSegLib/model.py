@@ -15,7 +15,7 @@ Conventions
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -219,6 +219,63 @@ class Layer:
                     f"Label values {shown}{' ...' if len(undescribed) > 10 else ''} occur in the label "
                     "array but no segment describes them; add segments for them or set those voxels to 0."
                 )
+
+
+class LayerPacker:
+    """Paints segment masks into as few non-overlapping label layers as possible (first fit, in order).
+
+    A mask goes into the first layer where it overlaps no labelled voxel and whose segments do
+    not already use its label value; otherwise into a new layer. Used for BINARY/FRACTIONAL SEG
+    instances and for folders of mask files.
+
+    Parameters
+    ----------
+    shape: tuple[int, int, int]
+        The ``(k, j, i)`` shape of every layer.
+    before_new_layer: Callable[[int], None] | None
+        Called with the number of layers there will be before a new layer is allocated (to
+        refuse an implausible size with the caller's message).
+    """
+
+    def __init__(self, shape: Sequence[int], before_new_layer: Callable[[int], None] | None = None) -> None:
+        self.shape = (int(shape[0]), int(shape[1]), int(shape[2]))
+        self._before_new_layer = before_new_layer
+        self._layers: list[Layer] = []
+
+    def add(self, segment: Segment, mask: np.ndarray | Mapping[int, np.ndarray]) -> None:
+        """Paint ``mask`` (a boolean ``(k, j, i)`` array, or ``{k: (j, i) plane}``) with the segment's label value."""
+        planes = _mask_planes(mask) if isinstance(mask, np.ndarray) else mask
+        target = next(
+            (
+                layer
+                for layer in self._layers
+                if layer.segment_for_label(segment.label_value) is None
+                and not any(np.any(layer.labels[k][plane]) for k, plane in planes.items())
+            ),
+            None,
+        )
+        if target is None:
+            if self._before_new_layer is not None:
+                self._before_new_layer(len(self._layers) + 1)
+            target = Layer(labels=np.zeros(self.shape, dtype=np.uint8), segments=[])
+            self._layers.append(target)
+        if segment.label_value > np.iinfo(target.labels.dtype).max:
+            target.labels = target.labels.astype(label_dtype(segment.label_value))
+        for k, plane in planes.items():
+            target.labels[k][plane] = segment.label_value
+        target.segments.append(segment)
+
+    def layers(self) -> list[Layer]:
+        """The layers so far, each with its segments in label-value order (empty list if nothing was added)."""
+        for layer in self._layers:
+            layer.segments.sort(key=lambda segment: segment.label_value)
+        return self._layers
+
+
+def _mask_planes(mask: np.ndarray) -> dict[int, np.ndarray]:
+    """The non-empty ``(j, i)`` planes of a boolean ``(k, j, i)`` mask, by k (views, no copies)."""
+    mask = np.asarray(mask, dtype=bool)
+    return {int(k): mask[k] for k in np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))}
 
 
 @dataclass(frozen=True)

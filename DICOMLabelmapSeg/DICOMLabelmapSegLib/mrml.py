@@ -57,6 +57,7 @@ from .formats.slicerterm import (
     segment_fields_from_tags,
     segment_tags,
 )
+from .geometry import RAS_FROM_LPS, affine_from_ijk_to_ras, ijk_to_ras
 from .model import (
     Geometry,
     Layer,
@@ -89,7 +90,6 @@ DICOM_UID_NAME = "DICOM"
 DICOM_INSTANCE_UID_NAME = "DICOMInstanceUID"
 REFERENCED_INSTANCE_UIDS_ATTRIBUTE = "DICOM.ReferencedInstanceUIDs"
 
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _VTK_TYPES = {np.dtype(np.uint8): vtk.VTK_UNSIGNED_CHAR, np.dtype(np.uint16): vtk.VTK_UNSIGNED_SHORT}
 
 
@@ -113,23 +113,16 @@ class _Grid:
 
     def affine(self) -> np.ndarray:
         """The model's ``(k, j, i)`` -> LPS affine of the voxel at the start of the extent."""
-        ras = self.ijk_to_ras
-        lps = _LPS_TO_RAS @ ras
-        affine = np.eye(4)
-        affine[:3, 0], affine[:3, 1], affine[:3, 2] = lps[:3, 2], lps[:3, 1], lps[:3, 0]
+        affine = affine_from_ijk_to_ras(self.ijk_to_ras)
         start = np.array([self.extent[0], self.extent[2], self.extent[4], 1.0])
-        affine[:3, 3] = (lps @ start)[:3]
+        affine[:3, 3] = (RAS_FROM_LPS @ self.ijk_to_ras @ start)[:3]
         return affine
 
     @classmethod
     def from_geometry(cls, geometry: Geometry) -> _Grid:
         """The grid of a model geometry, extent starting at 0."""
-        lps = geometry.affine
-        ijk_to_lps = np.eye(4)
-        ijk_to_lps[:3, 0], ijk_to_lps[:3, 1], ijk_to_lps[:3, 2] = lps[:3, 2], lps[:3, 1], lps[:3, 0]
-        ijk_to_lps[:3, 3] = lps[:3, 3]
         slices, rows, columns = geometry.shape
-        return cls(_LPS_TO_RAS @ ijk_to_lps, (0, columns - 1, 0, rows - 1, 0, slices - 1))
+        return cls(ijk_to_ras(geometry.affine), (0, columns - 1, 0, rows - 1, 0, slices - 1))
 
     def vtk_matrix(self) -> vtk.vtkMatrix4x4:
         matrix = vtk.vtkMatrix4x4()

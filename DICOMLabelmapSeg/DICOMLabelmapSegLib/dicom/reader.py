@@ -43,6 +43,7 @@ from ..errors import (
 from ..model import (
     Geometry,
     Layer,
+    LayerPacker,
     ReferencedSeries,
     Segment,
     Segmentation,
@@ -619,30 +620,10 @@ def _read_binary_layers(
                 f"{instance_name(header.instance)}: frames reference segment numbers {unknown[:10]} that the Segment "
                 "Sequence does not describe. The file is invalid."
             )
-    layers: list[tuple[np.ndarray, list[Segment]]] = []
+    packer = LayerPacker(geometry.shape, lambda count: check_voxels(*geometry.shape, count, max_voxels))
     for segment, planes in masks:
-        target = None
-        for labels, segments in layers:
-            if any(s.label_value == segment.label_value for s in segments):
-                continue
-            if all(not np.any(labels[k][mask]) for k, mask in planes.items()):
-                target = (labels, segments)
-                break
-        if target is None:
-            check_voxels(*geometry.shape, len(layers) + 1, max_voxels)
-            target = (np.zeros(geometry.shape, dtype=np.uint8), [])
-            layers.append(target)
-        labels, segments = target
-        if segment.label_value > 255 and labels.dtype == np.uint8:
-            index = next(i for i, layer in enumerate(layers) if layer[0] is labels)
-            labels = labels.astype(np.uint16)
-            layers[index] = (labels, segments)
-        for k, mask in planes.items():
-            labels[k][mask] = segment.label_value
-        segments.append(segment)
-    if not layers:
-        layers.append((np.zeros(geometry.shape, dtype=np.uint8), []))
-    return [Layer(labels=labels, segments=sorted(segments, key=lambda s: s.label_value)) for labels, segments in layers]
+        packer.add(segment, planes)
+    return packer.layers() or [Layer(labels=np.zeros(geometry.shape, dtype=np.uint8), segments=[])]
 
 
 def _binary_frames(header: Header, fractional_threshold: float) -> np.ndarray:

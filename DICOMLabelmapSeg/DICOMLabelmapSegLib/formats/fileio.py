@@ -40,11 +40,13 @@ import numpy as np
 
 from ..atomic import AtomicFiles, write_atomically
 from ..errors import GeometryMismatchError, ImplausibleSizeError, LabelmapSegError, TooManyLabelsError
+from ..geometry import affine_from_ijk_to_ras, ijk_to_ras
 from ..limits import MAX_VOXELS
 from ..model import (
     MAX_LABEL_VALUE,
     Geometry,
     Layer,
+    LayerPacker,
     Segment,
     Segmentation,
     label_dtype,
@@ -95,7 +97,6 @@ _LPS_FROM_SPACE = {
     "left-anterior-superior": (1.0, -1.0, 1.0),
     "las": (1.0, -1.0, 1.0),
 }
-_RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 _NRRD_TYPES = {
     np.dtype("int8"): ("signed char", "int8", "int8_t"),
@@ -240,7 +241,7 @@ def write_seg_nrrd(segmentation: Segmentation, path: str | os.PathLike[str], com
                 (prefix + "Tags", _segment_tags(segment)),
             ]
             number += 1
-    ras_matrix = (_RAS_FROM_LPS @ affine)[:, [2, 1, 0, 3]]
+    ras_matrix = ijk_to_ras(affine)
     reference_geometry = ";".join(_number(v) for v in ras_matrix.ravel()) + ";" + extent.replace(" ", ";") + ";"
     custom += [
         ("Segmentation_ContainedRepresentationNames", "Binary labelmap|"),
@@ -436,7 +437,7 @@ def read_mask_folder(
     by_name = {segment.name.lower(): segment for segment in (table.entries.values() if table else [])}
     used = {segment.label_value for segment in by_name.values()}
     geometry: Geometry | None = None
-    layers: list[Layer] = []
+    packer: LayerPacker | None = None
     next_value = max(used, default=0)
     unnamed: list[str] = []
     for file in files:  # one mask in memory at a time: a folder may hold 100+ masks of a large CT
@@ -464,43 +465,31 @@ def read_mask_folder(
             unnamed.append(file.name)
             next_value += 1
             segment = Segment(label_value=next_value, name=name, color=default_color(next_value))
-        _add_mask(layers, segment, arrays[0] != 0)
-    if geometry is None or not layers:
+        packer = packer or _mask_packer(geometry.shape)
+        packer.add(segment, arrays[0] != 0)
+    if geometry is None or packer is None:
         raise LabelFileError(f"Every mask in {folder} is empty; there is nothing to export.")
     if table is not None and unnamed:
         shown = ", ".join(unnamed[:5])
         logger.warning("%s: masks %s are not in the label table; they get label values after it.", folder, shown)
-    for layer in layers:
-        layer.segments.sort(key=lambda segment: segment.label_value)
-    return Segmentation(geometry=geometry, layers=layers)
+    return Segmentation(geometry=geometry, layers=packer.layers())
 
 
 def pack_masks(masks: Iterable[tuple[Segment, np.ndarray]]) -> list[Layer]:
-    """Put boolean masks into as few non-overlapping label layers as possible (first fit, in order)."""
-    layers: list[Layer] = []
+    """Put boolean masks into as few non-overlapping label layers as possible (first fit, in order).
+
+    Each layer's segments come out in label-value order (:class:`~DICOMLabelmapSegLib.model.LayerPacker`).
+    """
+    packer: LayerPacker | None = None
     for segment, mask in masks:
-        _add_mask(layers, segment, mask)
-    return layers
+        packer = packer or _mask_packer(mask.shape)
+        packer.add(segment, mask)
+    return packer.layers() if packer is not None else []
 
 
-def _add_mask(layers: list[Layer], segment: Segment, mask: np.ndarray) -> None:
-    """Paint ``mask`` with the segment's label value into the first layer it does not overlap."""
-    target = next(
-        (
-            layer
-            for layer in layers
-            if layer.segment_for_label(segment.label_value) is None and not np.any(layer.labels[mask])
-        ),
-        None,
-    )
-    if target is None:
-        _check_size((len(layers) + 1, *mask.shape), Path("masks"))
-        target = Layer(labels=np.zeros(mask.shape, dtype=np.uint8), segments=[])
-        layers.append(target)
-    if segment.label_value > np.iinfo(target.labels.dtype).max:
-        target.labels = target.labels.astype(label_dtype(segment.label_value))
-    target.labels[mask] = segment.label_value
-    target.segments.append(segment)
+def _mask_packer(shape: Sequence[int]) -> LayerPacker:
+    """A layer packer for masks of ``shape`` that refuses more voxels than :data:`MAX_VOXELS` in all."""
+    return LayerPacker(shape, lambda count: _check_size((count, *shape), Path("masks")))
 
 
 def _case_stem(name: str) -> str:
@@ -522,7 +511,7 @@ def write_nifti(segmentation: Segmentation, path: str | os.PathLike[str], sideca
     dtype = _common_dtype(segmentation)
     volumes = [layer.labels.astype(dtype, copy=False).T for layer in segmentation.layers]  # (i, j, k)
     data = volumes[0] if len(volumes) == 1 else np.stack(volumes, axis=-1)
-    affine = (_RAS_FROM_LPS @ segmentation.geometry.affine)[:, [2, 1, 0, 3]]
+    affine = ijk_to_ras(segmentation.geometry.affine)
     image = nib.Nifti1Image(data, affine)
     image.header.set_data_dtype(dtype)
     image.set_qform(affine, code=1)
@@ -584,7 +573,7 @@ def _read_nifti(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
             path.name,
         )
     volumes = [data.T] if data.ndim == 3 else [data[..., index].T for index in range(shape[3])]
-    affine = (_RAS_FROM_LPS @ np.asarray(image.affine, dtype=np.float64))[:, [2, 1, 0, 3]]
+    affine = affine_from_ijk_to_ras(image.affine)
     return volumes, affine
 
 
