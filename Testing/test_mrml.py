@@ -647,3 +647,48 @@ def test_seg_nrrd_through_dicom_labelmap_seg_and_back(slicer_core, mrml_scene, d
         )
     assert_same_nodes(slicer_core, original, loaded, volume, contexts=False)
     assert differences(exported, mrml.segmentation_from_node(loaded)) == []
+
+
+# --- removal ------------------------------------------------------------------------------------------------------
+
+
+def _node_classes(scene) -> set[str]:
+    return {scene.GetNthNode(i).GetClassName() for i in range(scene.GetNumberOfNodes())}
+
+
+@pytest.mark.parametrize("how", ["remove", "clear"])
+def test_removing_an_imported_segmentation_releases_its_layers_and_leaves_the_scene_clean(slicer_core, mrml_scene,
+                                                                                         how):
+    """Removal (delete or scene close) drops the segments' labelmaps first: Slicer then has nothing to separate
+    from the shared layers (which costs a whole-layer threshold per segment). Nothing of the node stays behind."""
+    geometry = Geometry((4, 10, 12), make_affine(), "1.2.3.4")
+    model = make_segmentation(geometry, layers=[[1, 2, 3], [4, 5]])
+    node = mrml.node_from_segmentation(model, mrml_scene)
+    kept = mrml.node_from_segmentation(model, mrml_scene, releaseLayersOnRemoval=False)
+    binary = mrml._binary_labelmap_name()
+    layer = node.GetSegmentation().GetLayerDataObject(0, binary)
+    if how == "remove":
+        mrml_scene.RemoveNode(node)
+        assert differences(model, mrml.segmentation_from_node(kept)) == []  # other nodes are not touched
+        assert mrml_scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 1
+    else:
+        mrml_scene.Clear(0)
+        assert "vtkMRMLSegmentationNode" not in _node_classes(mrml_scene)
+        assert "vtkMRMLSegmentationDisplayNode" not in _node_classes(mrml_scene)
+    segmentation = node.GetSegmentation()
+    for segmentId in segmentation.GetSegmentIDs():
+        assert segmentation.GetSegment(segmentId).GetRepresentation(binary) is None
+    labels = mrml.numpy_support.vtk_to_numpy(layer.GetPointData().GetScalars())
+    np.testing.assert_array_equal(labels.reshape(model.layers[0].labels.shape), model.layers[0].labels)
+
+
+def test_removal_release_is_per_node(slicer_core, mrml_scene):
+    """A node created without releaseLayersOnRemoval keeps its segments' labelmaps through removal."""
+    geometry = Geometry((3, 6, 7), make_affine(), "1.2.3.4")
+    node = mrml.node_from_segmentation(make_segmentation(geometry, layers=[[1, 2]]), mrml_scene,
+                                       releaseLayersOnRemoval=False)
+    mrml_scene.RemoveNode(node)
+    segmentation = node.GetSegmentation()
+    assert all(segmentation.GetSegment(segmentId).GetRepresentation(mrml._binary_labelmap_name()) is not None
+               for segmentId in segmentation.GetSegmentIDs())
+    assert node.GetAttribute(mrml.RELEASE_LAYERS_ATTRIBUTE) is None

@@ -4,8 +4,9 @@ Property tests (hypothesis) draw geometries (oblique, anisotropic, sheared), lay
 label values (gaps, > 255), empty segments, colors, terminology with modifiers, algorithm
 and tracking fields, every transfer syntax and palette color on or off. Besides
 ``differences(original, read_back) == []`` the decoded pixels are checked against a second,
-independent decoder: pydicom's own ``pixel_array`` (pylibjpeg plugins), with its frames
-ordered by their positions.
+independent decoder (pydicom's own ``pixel_array`` with its pylibjpeg plugins; Python's zlib for
+Deflated Image Frame Compression, pillow-jxl-plugin for JPEG XL: validators.independent_frames),
+with its frames ordered by their positions.
 
 Default: 25 examples. ``HYPOTHESIS_PROFILE=long`` runs 400.
 """
@@ -37,6 +38,7 @@ from DICOMLabelmapSegLib.dicom.writer import write_labelmap_seg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synthetic import make_affine, make_ct_series, make_segmentation
+from validators import independent_frames
 
 #: Examples per property test: modest by default, many with HYPOTHESIS_PROFILE=long. Set on the
 #: test itself (not as a global hypothesis profile) so other test modules are not affected.
@@ -60,9 +62,9 @@ def frame_of_reference(source: list[pydicom.Dataset]) -> str:
 
 
 def independent_volume(path: Path, geometry: Geometry) -> np.ndarray:
-    """The label volume decoded by pydicom (its pixel data plugins), each frame put at its position's slice."""
+    """The label volume decoded without our codecs (validators.independent_frames), each frame at its slice."""
     ds = pydicom.dcmread(path)
-    frames = ds.pixel_array.reshape(int(ds.NumberOfFrames), int(ds.Rows), int(ds.Columns))
+    frames = independent_frames(ds)
     groups = ds.PerFrameFunctionalGroupsSequence
     positions = np.array([[float(v) for v in g.PlanePositionSequence[0].ImagePositionPatient] for g in groups])
     step = geometry.affine[:3, 0]

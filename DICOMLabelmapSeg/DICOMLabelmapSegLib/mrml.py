@@ -42,6 +42,7 @@ Decisions
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -77,6 +78,7 @@ __all__ = [
     "node_from_segmentation",
     "place_in_subject_hierarchy",
     "put_in_new_study",
+    "release_layers_on_removal",
     "segment_id",
     "segmentation_from_node",
     "set_series_uids",
@@ -508,6 +510,7 @@ def node_from_segmentation(
     referenceVolumeNode: slicer.vtkMRMLVolumeNode | None = None,
     *,
     placeInSubjectHierarchy: bool = True,
+    releaseLayersOnRemoval: bool = True,
 ) -> slicer.vtkMRMLSegmentationNode:
     """Create a segmentation node holding the model: one shared labelmap per layer.
 
@@ -524,6 +527,8 @@ def node_from_segmentation(
         Otherwise the reference geometry is the model's full grid.
     placeInSubjectHierarchy: bool
         Create the subject hierarchy item (see :func:`place_in_subject_hierarchy`).
+    releaseLayersOnRemoval: bool
+        Make removing the node (delete, scene close) fast: see :func:`release_layers_on_removal`.
 
     Returns
     -------
@@ -576,7 +581,47 @@ def node_from_segmentation(
 
     if placeInSubjectHierarchy:
         place_in_subject_hierarchy(node, segmentation.referenced_series, segmentation.series_info)
+    if releaseLayersOnRemoval:
+        release_layers_on_removal(node)
     return node
+
+
+#: Node attribute: the segments' representations are dropped when the node leaves the scene.
+RELEASE_LAYERS_ATTRIBUTE = "DICOMLabelmapSeg.ReleaseLayersOnRemoval"
+_observedScenes: dict[str, tuple[weakref.ref, int]] = {}
+
+
+def release_layers_on_removal(segmentationNode: slicer.vtkMRMLSegmentationNode) -> None:
+    """Drop the segments' labelmaps when the node is removed from its scene, so that removal takes milliseconds.
+
+    When a segmentation whose segments share a labelmap layer is destroyed, Slicer removes its
+    segments one by one and separates each from the shared layer first (a threshold of the
+    whole layer per segment): 6.5 s for 61 segments on 512x512x334, minutes for hundreds. A
+    scene observer (one per scene) drops the representations of marked nodes when they are
+    about to be removed (deleting the node, closing the scene); the layer images themselves
+    are left alone, so anyone else holding them keeps their data.
+    """
+    segmentationNode.SetAttribute(RELEASE_LAYERS_ATTRIBUTE, "1")
+    scene = segmentationNode.GetScene()
+    if scene is None:
+        return
+    key = scene.__this__
+    observed = _observedScenes.get(key)
+    if observed is not None and observed[0]() is scene:
+        return
+    _observedScenes[key] = (weakref.ref(scene), scene.AddObserver(slicer.vtkMRMLScene.NodeAboutToBeRemovedEvent,
+                                                                  _onNodeAboutToBeRemoved))
+
+
+@vtk.calldata_type(vtk.VTK_OBJECT)
+def _onNodeAboutToBeRemoved(caller: slicer.vtkMRMLScene, event: str, node: slicer.vtkMRMLNode | None) -> None:
+    if node is None or not node.IsA("vtkMRMLSegmentationNode") or node.GetAttribute(RELEASE_LAYERS_ATTRIBUTE) != "1":
+        return
+    segmentation = node.GetSegmentation()
+    if segmentation is None:
+        return
+    for segmentId in segmentation.GetSegmentIDs():
+        segmentation.GetSegment(segmentId).RemoveAllRepresentations()
 
 
 def _default_name(segmentation: Segmentation) -> str:

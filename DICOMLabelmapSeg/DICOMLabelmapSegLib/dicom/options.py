@@ -70,6 +70,9 @@ class ExportOptions:
         Equipment attributes (the writer shortens texts to 64 characters, with a warning).
     workers: int
         Passed to highdicom (0: encode frames in this process).
+    threads: int
+        Frame encoding threads (0: every core), used where the codec releases the GIL
+        (:mod:`.codecs`); the files are the same whatever the number.
 
     Raises
     ------
@@ -91,9 +94,12 @@ class ExportOptions:
     software_versions: str = field(default=__version__)
     device_serial_number: str = "0"
     workers: int = 0
+    threads: int = 0
 
     def __post_init__(self) -> None:
         _check_series_number(self.series_number)
+        if isinstance(self.threads, bool) or not isinstance(self.threads, numbers.Integral) or self.threads < 0:
+            raise ValueError(f"Encoding threads {self.threads!r} must be a whole number >= 0 (0: every core).")
         if self.series_instance_uid is not None and not is_valid_uid(self.series_instance_uid):
             raise ValueError(
                 f"Series Instance UID '{self.series_instance_uid}' is not a valid UID (digits and dots, "

@@ -1,11 +1,18 @@
-"""Fast frame decoding of LABELMAP SEG pixel data straight into a preallocated label volume.
+"""Frame decoding of SEG pixel data, straight into a preallocated label volume.
 
 The reader places frames by their positions, so decoding takes a target slice index per
-frame. Compressed frames are taken from the encapsulated Pixel Data with
-:mod:`pydicom.encaps` and decoded with the codec libraries directly (CharLS via
-``pyjpegls``, OpenJPEG via ``pylibjpeg-openjpeg``, ``pylibjpeg-rle``); native pixel data
-is viewed with :func:`numpy.frombuffer`. Other encapsulated syntaxes go through pydicom's
-decoder plugins. Every codec failure becomes a :class:`~.errors.CorruptPixelDataError`.
+frame. Encapsulated Pixel Data is split into frames by walking its fragments
+(:func:`frame_fragments`; offset tables are used only when a frame spans several fragments,
+and only after they are checked), and each frame is decoded by its transfer syntax's codec
+from the registry (:mod:`.syntax`, :mod:`.codecs`), which checks the frame's own header
+(size, bit depth, components, lossless coding) against Rows x Columns x Bits Allocated.
+Syntaxes without a codec here go through pydicom's decoder plugins. Native pixel data is
+viewed with :func:`numpy.frombuffer`. Every codec failure becomes a
+:class:`~.errors.CorruptPixelDataError` naming the frame.
+
+Lossy transfer syntaxes and Lossy Image Compression "01" are refused for LABELMAP and BINARY
+unless the caller allows them (:func:`check_lossless`): a lossy code stream changes label values
+without a trace.
 
 While decoding, a histogram of label values is accumulated so that the reader can check
 for undescribed labels without another pass over the volume.
@@ -13,7 +20,9 @@ for undescribed labels without another pass over the volume.
 
 from __future__ import annotations
 
+import logging
 import os
+import struct
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,29 +31,19 @@ import numpy as np
 import pydicom
 from pydicom.uid import UID
 
-from ..errors import CorruptPixelDataError, LabelmapSegError, MissingCodecError
-from .syntax import TransferSyntax
+from ..errors import CorruptPixelDataError, LabelmapSegError, LossyPixelDataError, MissingCodecError
+from .codecs import FrameError, FrameFormat
+from .syntax import PixelStorage, SyntaxRow, TransferSyntax, may_be_lossy, row_for_uid
 
-#: Native (uncompressed) transfer syntaxes: implicit/explicit VR little endian, deflated
-#: (pydicom inflates it while reading), explicit VR big endian.
-_NATIVE_LITTLE_ENDIAN = {
-    "1.2.840.10008.1.2",
-    "1.2.840.10008.1.2.1",
-    "1.2.840.10008.1.2.1.99",
-}
+logger = logging.getLogger(__name__)
+
 _NATIVE_BIG_ENDIAN = "1.2.840.10008.1.2.2"
-_JPEG_LS = {"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
-_JPEG_2000 = {
-    "1.2.840.10008.1.2.4.90",
-    "1.2.840.10008.1.2.4.91",
-    "1.2.840.10008.1.2.4.201",
-    "1.2.840.10008.1.2.4.202",
-    "1.2.840.10008.1.2.4.203",
-}
-_RLE = "1.2.840.10008.1.2.5"
 
 #: Below this many voxels, decoding is done in the calling thread (a pool costs more than it saves).
 _PARALLEL_MIN_VOXELS = 2_000_000
+
+_ITEM = b"\xfe\xff\x00\xe0"
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0"
 
 
 @dataclass(frozen=True)
@@ -59,51 +58,54 @@ class FrameLayout:
     @property
     def dtype(self) -> np.dtype:
         """The numpy dtype of one decoded pixel."""
-        return np.dtype(np.uint8 if self.bits_allocated == 8 else "<u2")
+        return np.dtype("<u2") if self.bits_allocated == 16 else np.dtype(np.uint8)
 
     @property
     def frame_bytes(self) -> int:
-        """Bytes of one decoded frame."""
-        return self.rows * self.columns * (self.bits_allocated // 8)
+        """Bytes of one decoded frame (a 1-bit frame padded to a whole byte)."""
+        return (self.rows * self.columns * self.bits_allocated + 7) // 8
+
+    def frame(self, allow_lossy: bool = False) -> FrameFormat:
+        """One frame's format for the codecs (``allow_lossy``: accept lossy code streams)."""
+        return FrameFormat(self.rows, self.columns, self.bits_allocated, allow_lossy)
 
 
 def is_native(transfer_syntax_uid: str) -> bool:
-    """True if pixel data of this transfer syntax is stored uncompressed."""
-    return transfer_syntax_uid in _NATIVE_LITTLE_ENDIAN or transfer_syntax_uid == _NATIVE_BIG_ENDIAN
+    """True if pixel data of this transfer syntax is stored uncompressed (also whole-data-set deflate)."""
+    row = row_for_uid(transfer_syntax_uid)
+    return row is not None and row.storage in (PixelStorage.NATIVE, PixelStorage.DATASET_DEFLATE)
 
 
 def syntax_name(transfer_syntax_uid: str) -> str:
     """A readable name of a transfer syntax UID."""
-    try:
-        return TransferSyntax.from_uid(transfer_syntax_uid).label
-    except ValueError:
-        name = UID(transfer_syntax_uid).name
-        return name if name and name != transfer_syntax_uid else f"unknown transfer syntax {transfer_syntax_uid}"
+    row = row_for_uid(transfer_syntax_uid)
+    if row is not None:
+        return row.label
+    name = UID(transfer_syntax_uid).name
+    return name if name and name != transfer_syntax_uid else f"unknown transfer syntax {transfer_syntax_uid}"
 
 
 def require_decoder(transfer_syntax_uid: str) -> None:
     """Raise MissingCodecError (naming the pip package) if frames of this syntax cannot be decoded here."""
-    try:
-        syntax = TransferSyntax.from_uid(transfer_syntax_uid)
-    except ValueError:
-        syntax = None
-    if syntax is not None:
-        syntax.require_decoder()
+    row = row_for_uid(transfer_syntax_uid)
+    if row is not None and row.storage != PixelStorage.ENCAPSULATED:
         return
-    if is_native(transfer_syntax_uid):
-        return
-    if transfer_syntax_uid in _JPEG_LS:
-        TransferSyntax.JPEG_LS.require_decoder()
-        return
-    if transfer_syntax_uid in _JPEG_2000:
-        TransferSyntax.JPEG_2000.require_decoder()
+    if row is not None and row.codec is not None:
+        from .syntax import missing_packages
+
+        missing = missing_packages(row.codec.decoder_modules)
+        if missing:
+            raise MissingCodecError(
+                f"To read {row.label} the Python package '{missing[0]}' is needed but not installed. "
+                f"Install it with: pip install {missing[0]}"
+            )
         return
     decoder = _pydicom_decoder(transfer_syntax_uid)
     if not decoder.is_available:
-        missing = "; ".join(decoder.missing_dependencies) or "a pydicom pixel data plugin"
+        missing_text = "; ".join(decoder.missing_dependencies) or "a pydicom pixel data plugin"
         raise MissingCodecError(
             f"Pixel data in {syntax_name(transfer_syntax_uid)} cannot be decoded: no decoder is installed "
-            f"(options: {missing}). Install one of them, e.g. pip install pylibjpeg pylibjpeg-libjpeg."
+            f"(options: {missing_text}). Install one of them, e.g. pip install pylibjpeg pylibjpeg-libjpeg."
         )
 
 
@@ -119,129 +121,257 @@ def _pydicom_decoder(transfer_syntax_uid: str):  # noqa: ANN202 - pydicom's Deco
         ) from error
 
 
-def frame_fragments(ds: pydicom.Dataset, layout: FrameLayout) -> list[bytes]:
-    """The compressed bytes of every frame of encapsulated Pixel Data, in file order."""
-    extended = None
-    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
-        extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
-    try:
-        frames = list(
-            pydicom.encaps.generate_frames(
-                ds.PixelData, number_of_frames=layout.number_of_frames, extended_offsets=extended
-            )
-        )
-    except Exception as error:  # noqa: BLE001 - pydicom raises ValueError, KeyError, struct.error, ...
+def check_lossless(ds: pydicom.Dataset, where: str, kind: str, allow_lossy: bool = False) -> None:
+    """Refuse label or binary pixel data that may have been coded lossily, unless ``allow_lossy``.
+
+    Lossy means a transfer syntax that allows lossy coding (JPEG baseline, JPEG-LS near-lossless,
+    JPEG 2000 / HTJ2K / JPEG XL without "lossless only", video) or Lossy Image Compression "01".
+    With ``allow_lossy`` the data is read with a warning that labels may be wrong.
+
+    Raises
+    ------
+    LossyPixelDataError
+        One line naming the file, the reason and the option that reads it anyway.
+    """
+    uid = str(ds.file_meta.TransferSyntaxUID)
+    reasons = []
+    if may_be_lossy(uid):
+        reasons.append(f"its transfer syntax {syntax_name(uid)} ({uid}) allows lossy compression")
+    if str(ds.get("LossyImageCompression", "") or "").strip() == "01":
+        reasons.append('Lossy Image Compression is "01"')
+    if not reasons:
+        return
+    reason = " and ".join(reasons)
+    if allow_lossy:
+        logger.warning("%s: %s; read anyway as asked: label values may be wrong.", where, reason)
+        return
+    raise LossyPixelDataError(
+        f"{where} holds {kind} pixel data that may have been compressed lossily ({reason}): label values may be "
+        "wrong. Ask for a lossless export, or read it anyway with allow_lossy=True (--allow-lossy)."
+    )
+
+
+# ---------------------------------------------------------------------------- encapsulated frames
+
+
+def _fragments(pixel_data: bytes) -> tuple[list[int], list[tuple[int, int, int]]]:
+    """The Basic Offset Table and the fragments of encapsulated Pixel Data.
+
+    Returns the offsets of the Basic Offset Table (may be empty) and, per fragment, its
+    offset from the first fragment's item tag (as offset tables count), the start of its
+    value in ``pixel_data`` and its length.
+    """
+    data = memoryview(pixel_data)
+    if len(data) < 8 or bytes(data[:4]) != _ITEM:
+        raise CorruptPixelDataError("The encapsulated Pixel Data does not start with a Basic Offset Table item; "
+                                    "the file is damaged. Export it again.")
+    length = struct.unpack_from("<I", data, 4)[0]
+    if length % 4 or 8 + length > len(data):
+        raise CorruptPixelDataError(f"The Basic Offset Table of the Pixel Data has an invalid length ({length}); "
+                                    "the file is damaged. Export it again.")
+    table = list(struct.unpack_from(f"<{length // 4}I", data, 8))
+    first = position = 8 + length
+    fragments = []
+    while position + 8 <= len(data):
+        tag = bytes(data[position : position + 4])
+        if tag == _SEQUENCE_DELIMITER:
+            break
+        if tag != _ITEM:
+            raise CorruptPixelDataError(f"The encapsulated Pixel Data has no item tag at byte {position}; the file "
+                                        "is damaged or truncated. Export it again.")
+        length = struct.unpack_from("<I", data, position + 4)[0]
+        if position + 8 + length > len(data):
+            raise CorruptPixelDataError(f"Fragment {len(fragments) + 1} of the Pixel Data runs past its end; the "
+                                        "file is truncated. Export it again.")
+        fragments.append((position - first, position + 8, length))
+        position += 8 + length
+    return table, fragments
+
+
+def _checked_table(offsets: Sequence[int], lengths: Sequence[int] | None, fragments: list[tuple[int, int, int]],
+                   frames: int, name: str) -> list[int] | None:
+    """Per frame, the index of its first fragment, if ``offsets`` is a valid table for ``frames``; else None.
+
+    Valid: one offset per frame, the first 0, strictly increasing, each at a fragment's item
+    tag, and (with ``lengths``) each frame's length within its fragments.
+    """
+    starts = {offset: index for index, (offset, _, _) in enumerate(fragments)}
+    if len(offsets) != frames or not offsets or offsets[0] != 0:
+        return None
+    if any(b <= a for a, b in zip(offsets, offsets[1:])) or any(offset not in starts for offset in offsets):
+        logger.warning("The %s of the Pixel Data is not increasing or points between fragments; it is ignored.",
+                       name)
+        return None
+    firsts = [starts[offset] for offset in offsets]
+    if lengths is not None:
+        if len(lengths) != frames:
+            return None
+        for k, first in enumerate(firsts):
+            end = firsts[k + 1] if k + 1 < frames else len(fragments)
+            span = sum(length for _, _, length in fragments[first:end])
+            if not 0 < lengths[k] <= span:
+                logger.warning("The %s of the Pixel Data gives frame %d a length beyond its fragments; it is ignored.",
+                               name, k + 1)
+                return None
+    return firsts
+
+
+def _ends_with_end_marker(pixel_data: memoryview, start: int, length: int) -> bool:
+    """True if a fragment ends with a JPEG EOI / JPEG 2000 EOC marker (FFD9), maybe followed by one padding byte."""
+    tail = bytes(pixel_data[max(start, start + length - 3) : start + length])
+    return tail.endswith(b"\xff\xd9") or tail.endswith(b"\xff\xd9\x00")
+
+
+def frame_fragments(ds: pydicom.Dataset, layout: FrameLayout) -> list[bytes | memoryview]:
+    """The compressed bytes of every frame of encapsulated Pixel Data, in file order.
+
+    With one fragment per frame (what this library and Supplement 244 write) the fragments
+    are the frames and offset tables are not followed. With more fragments, a frame starts
+    where the Extended Offset Table says (or else the Basic Offset Table), only if that table
+    is valid (:func:`_checked_table`); else, for JPEG-family syntaxes, a frame ends at a
+    fragment that ends with an end-of-image marker.
+
+    Raises
+    ------
+    CorruptPixelDataError
+        The fragments cannot be split into Number of Frames frames.
+    """
+    pixel_data = ds.PixelData
+    table, fragments = _fragments(pixel_data)
+    frames = layout.number_of_frames
+    view = memoryview(pixel_data)
+    if len(fragments) == frames:
+        if table and _checked_table(table, None, fragments, frames, "Basic Offset Table") is None:
+            logger.info("The Basic Offset Table does not match the fragments (one per frame); it is ignored.")
+        return [view[start : start + length] for _, start, length in fragments]
+    if len(fragments) < frames:
         raise CorruptPixelDataError(
-            f"The encapsulated Pixel Data cannot be split into {layout.number_of_frames} frames ({error}). "
+            f"Number of Frames says {frames} but the encapsulated Pixel Data holds {len(fragments)} fragments. "
             "The file is damaged or truncated; export it again."
-        ) from error
-    if len(frames) != layout.number_of_frames:
-        raise CorruptPixelDataError(
-            f"Number of Frames says {layout.number_of_frames} but the encapsulated Pixel Data holds "
-            f"{len(frames)} frames. The file is damaged or truncated; export it again."
         )
-    return frames
+    firsts = None
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        try:
+            offsets = list(struct.unpack(f"<{len(ds.ExtendedOffsetTable) // 8}Q", ds.ExtendedOffsetTable))
+            lengths = list(struct.unpack(f"<{len(ds.ExtendedOffsetTableLengths) // 8}Q",
+                                         ds.ExtendedOffsetTableLengths))
+        except (struct.error, TypeError):
+            offsets, lengths = [], []
+        firsts = _checked_table(offsets, lengths, fragments, frames, "Extended Offset Table")
+    if firsts is None and table:
+        firsts = _checked_table(table, None, fragments, frames, "Basic Offset Table")
+    if firsts is None:
+        row = row_for_uid(str(ds.file_meta.TransferSyntaxUID))
+        if row is not None and (row.codec is None or row.codec.ends_with_marker):  # JPEG family
+            ends = [i for i, (_, start, length) in enumerate(fragments) if _ends_with_end_marker(view, start, length)]
+            if len(ends) == frames and ends[-1] == len(fragments) - 1:
+                firsts = [0, *(end + 1 for end in ends[:-1])]
+    if firsts is None:
+        raise CorruptPixelDataError(
+            f"The encapsulated Pixel Data holds {len(fragments)} fragments for {frames} frames and no valid offset "
+            "table says where each frame starts. The file is damaged; export it again."
+        )
+    result: list[bytes | memoryview] = []
+    for k, first in enumerate(firsts):
+        end = firsts[k + 1] if k + 1 < frames else len(fragments)
+        parts = fragments[first:end]
+        result.append(view[parts[0][1] : parts[0][1] + parts[0][2]] if len(parts) == 1
+                      else b"".join(bytes(view[start : start + length]) for _, start, length in parts))
+    return result
 
 
-def check_first_frame(ds: pydicom.Dataset, layout: FrameLayout) -> None:
+def check_first_frame(ds: pydicom.Dataset, layout: FrameLayout, allow_lossy: bool = False) -> None:
     """Compare the first compressed frame's own header with Rows and Columns, before anything is allocated.
 
     JPEG-LS and JPEG 2000 code streams state their size; a header that lies about the frame
-    size is rejected here instead of after allocating the volume it claims.
+    size is rejected here instead of after allocating the volume it claims. (Every frame is
+    checked again when it is decoded.)
     """
-    transfer_syntax_uid = str(ds.file_meta.TransferSyntaxUID)
-    if transfer_syntax_uid not in _JPEG_LS and transfer_syntax_uid not in _JPEG_2000:
+    row = row_for_uid(str(ds.file_meta.TransferSyntaxUID))
+    if row is None or row.codec is None:
         return
+    first = frame_fragments(ds, layout)[0]
     try:
-        fragment = pydicom.encaps.get_frame(ds.PixelData, 0, number_of_frames=layout.number_of_frames)
-        if transfer_syntax_uid in _JPEG_LS:
-            header = _jpeg_ls_header(fragment)
-            size = (header["height"], header["width"])
-        else:
-            import openjpeg
-
-            parameters = openjpeg.get_parameters(bytes(fragment), j2k_format=0)
-            size = (int(parameters["rows"]), int(parameters["columns"]))
-    except Exception as error:  # noqa: BLE001 - codecs raise RuntimeError, ValueError, ...
+        row.codec.check_header(first, layout.frame(allow_lossy))
+    except FrameError as error:
         raise CorruptPixelDataError(
-            f"The first frame's {syntax_name(transfer_syntax_uid)} data cannot be read ({str(error)[:100]}). "
-            "The file is damaged or truncated; export it again."
+            f"Frame 1 of {layout.number_of_frames}: {error}. The header does not match the pixel data; export the "
+            "file again."
         ) from error
-    if size != (layout.rows, layout.columns):
-        raise CorruptPixelDataError(
-            f"The first frame is {size[0]} x {size[1]} pixels but Rows x Columns say {layout.rows} x "
-            f"{layout.columns}. The header does not match the pixel data; export the file again."
-        )
 
 
-def _jpeg_ls_header(fragment: bytes) -> dict:
-    """Width and height of a JPEG-LS code stream (pyjpegls' extension module reads only the header)."""
-    try:
-        from _CharLS import read_header
-    except ImportError:  # another pyjpegls layout: decode the frame instead (slower, same check)
-        import jpeg_ls
-
-        return jpeg_ls.decode_buffer(bytes(fragment))[1]
-    return read_header(bytes(fragment))
-
-
-def _frame_decoder(
-    ds: pydicom.Dataset, transfer_syntax_uid: str, layout: FrameLayout
-) -> Callable[[int, bytes], np.ndarray]:
+def _frame_decoder(ds: pydicom.Dataset, row: SyntaxRow | None, layout: FrameLayout,
+                   allow_lossy: bool) -> Callable[[int, bytes | memoryview], np.ndarray]:
     """A function (frame index, fragment bytes) -> 2D array of one decoded frame."""
     shape = (layout.rows, layout.columns)
-    dtype = layout.dtype
-
-    def check(frame_index: int, buffer: bytes | bytearray) -> np.ndarray:
-        if len(buffer) != layout.frame_bytes:
-            raise CorruptPixelDataError(
-                f"Frame {frame_index + 1} decodes to {len(buffer)} bytes but Rows x Columns x Bits Allocated "
-                f"say {layout.frame_bytes}. The pixel data does not match the header; export the file again."
-            )
-        return np.frombuffer(buffer, dtype=dtype).reshape(shape)
-
-    if transfer_syntax_uid in _JPEG_LS:
-        import jpeg_ls
-
-        def decode_jpeg_ls(frame_index: int, fragment: bytes) -> np.ndarray:
-            return check(frame_index, jpeg_ls.decode_from_buffer(fragment))
-
-        return decode_jpeg_ls
-
-    if transfer_syntax_uid in _JPEG_2000:
-        import openjpeg
-
-        def decode_jpeg_2000(frame_index: int, fragment: bytes) -> np.ndarray:
-            array = openjpeg.decode(fragment, j2k_format=0, reshape=True)
-            if array.shape != shape or array.dtype.itemsize * 8 > layout.bits_allocated:
-                raise CorruptPixelDataError(
-                    f"Frame {frame_index + 1} decodes to shape {array.shape} of {array.dtype} but the header says "
-                    f"{shape} of {layout.bits_allocated}-bit pixels; export the file again."
-                )
-            return array
-
-        return decode_jpeg_2000
-
-    if transfer_syntax_uid == _RLE:
+    if row is not None and row.codec is not None:
         try:
-            import rle.utils as rle_utils
-        except ImportError:
-            rle_utils = None
-        if rle_utils is not None:
+            decode = row.codec.decoder(layout.frame(allow_lossy))
+            return lambda _index, fragment: decode(fragment)
+        except ImportError:  # an optional binding is missing (pylibjpeg-rle): pydicom's own decoder below
+            pass
 
-            def decode_rle(frame_index: int, fragment: bytes) -> np.ndarray:
-                return check(frame_index, rle_utils.decode_frame(fragment, layout.rows * layout.columns,
-                                                                 layout.bits_allocated, "<"))
+    decoder = _pydicom_decoder(str(ds.file_meta.TransferSyntaxUID))
 
-            return decode_rle
-
-    decoder = _pydicom_decoder(transfer_syntax_uid)
-
-    def decode_with_pydicom(frame_index: int, fragment: bytes) -> np.ndarray:
+    def decode_with_pydicom(frame_index: int, fragment: bytes | memoryview) -> np.ndarray:
         array, _ = decoder.as_array(ds, index=frame_index, as_rgb=False)
-        return check(frame_index, np.ascontiguousarray(array, dtype=dtype).tobytes())
+        array = np.asarray(array)
+        if array.shape != shape:
+            raise FrameError(f"it decodes to shape {array.shape} but Rows x Columns say {shape}")
+        return array
 
     return decode_with_pydicom
+
+
+def _decoding_threads(row: SyntaxRow | None, layout: FrameLayout, workers: int) -> int:
+    workers = workers or os.cpu_count() or 1
+    if row is None or row.codec is None or not row.codec.decoder_releases_gil():
+        return 1
+    if layout.number_of_frames < 2 or layout.number_of_frames * layout.rows * layout.columns < _PARALLEL_MIN_VOXELS:
+        return 1
+    return workers
+
+
+def _run_frames(ds: pydicom.Dataset, layout: FrameLayout, workers: int, allow_lossy: bool,
+                store: Callable[[int, np.ndarray], np.ndarray | None]) -> list[np.ndarray | None]:
+    """Decode every frame and hand it to ``store(frame index, frame)``; the results per chunk of frames."""
+    uid = str(ds.file_meta.TransferSyntaxUID)
+    require_decoder(uid)
+    row = row_for_uid(uid)
+    fragments = frame_fragments(ds, layout)
+    decode = _frame_decoder(ds, row, layout, allow_lossy)
+    n = layout.number_of_frames
+
+    def run(frame_indices: range) -> np.ndarray | None:
+        result = None
+        for f in frame_indices:
+            try:
+                frame = decode(f, fragments[f])
+            except FrameError as error:
+                raise CorruptPixelDataError(
+                    f"Frame {f + 1} of {n}: {error}. The pixel data does not match the header; export the file again."
+                ) from error
+            except (LabelmapSegError, KeyboardInterrupt, SystemExit):
+                raise
+            # Codecs raise RuntimeError, ValueError, ...; Rust ones (pylibjpeg-rle) pyo3's PanicException,
+            # which derives from BaseException.
+            except BaseException as error:  # noqa: BLE001
+                raise CorruptPixelDataError(
+                    f"Frame {f + 1} of {n} cannot be decoded as {syntax_name(uid)} ({str(error)[:120]}). The file is "
+                    "damaged or truncated; export it again."
+                ) from error
+            counts = store(f, frame)
+            if counts is not None:
+                result = counts if result is None else result + counts
+        return result
+
+    threads = _decoding_threads(row, layout, workers)
+    if threads <= 1:
+        return [run(range(n))]
+    chunks = min(n, threads * 4)
+    bounds = np.linspace(0, n, chunks + 1).astype(int)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(run, [range(bounds[c], bounds[c + 1]) for c in range(chunks)]))
 
 
 def decode_labelmap_frames(
@@ -251,6 +381,7 @@ def decode_labelmap_frames(
     out: np.ndarray,
     padding_value: int | None = None,
     workers: int = 1,
+    allow_lossy: bool = False,
 ) -> np.ndarray:
     """Decode every frame of ``ds`` into ``out[slice_of_frame[f]]`` and return the label histogram.
 
@@ -267,8 +398,10 @@ def decode_labelmap_frames(
     padding_value: int | None
         A Pixel Padding Value to turn into background 0 (None: keep all values).
     workers: int
-        Decoding threads; 0 means ``os.cpu_count()``. Threads pay off only with codecs that
-        release the GIL (pyjpegls and pylibjpeg-openjpeg do not), so the default is 1.
+        Decoding threads; 0 means ``os.cpu_count()``. Used only with codecs that release the
+        GIL (imagecodecs' CharLS, OpenJPH, libjxl; zlib); the result does not depend on it.
+    allow_lossy: bool
+        Decode near-lossless / irreversible code streams too (else they are refused).
 
     Returns
     -------
@@ -279,42 +412,37 @@ def decode_labelmap_frames(
     slices = np.asarray(slice_of_frame, dtype=np.int64)
     if is_native(transfer_syntax_uid):
         return _native_frames(ds, layout, slices, out, padding_value, transfer_syntax_uid == _NATIVE_BIG_ENDIAN)
-    require_decoder(transfer_syntax_uid)
-    fragments = frame_fragments(ds, layout)
-    decode = _frame_decoder(ds, transfer_syntax_uid, layout)
     bins = 1 << layout.bits_allocated
 
-    def run(frame_indices: range) -> np.ndarray:
-        counts = np.zeros(bins, dtype=np.int64)
-        for f in frame_indices:
-            try:
-                frame = decode(f, fragments[f])
-            except (LabelmapSegError, KeyboardInterrupt, SystemExit):
-                raise
-            # Codecs raise RuntimeError, ValueError, ...; Rust ones (pylibjpeg-rle) pyo3's PanicException,
-            # which derives from BaseException.
-            except BaseException as error:  # noqa: BLE001
-                raise CorruptPixelDataError(
-                    f"Frame {f + 1} of {layout.number_of_frames} cannot be decoded as "
-                    f"{syntax_name(transfer_syntax_uid)} ({str(error)[:120]}). The file is damaged or truncated; "
-                    "export it again."
-                ) from error
-            target = out[slices[f]]
-            target[...] = frame
-            if padding_value is not None:
-                target[target == padding_value] = 0
-            counts += _occurrences(target, bins)
-        return counts
+    def store(f: int, frame: np.ndarray) -> np.ndarray:
+        target = out[slices[f]]
+        target[...] = frame
+        if padding_value is not None:
+            target[target == padding_value] = 0
+        return _occurrences(target, bins)
 
-    n = layout.number_of_frames
-    workers = workers or os.cpu_count() or 1
-    if workers <= 1 or n < 2 or n * layout.rows * layout.columns < _PARALLEL_MIN_VOXELS:
-        return run(range(n))
-    chunks = min(n, workers * 4)
-    bounds = np.linspace(0, n, chunks + 1).astype(int)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(run, [range(bounds[c], bounds[c + 1]) for c in range(chunks)]))
-    return np.sum(results, axis=0)
+    results = [r for r in _run_frames(ds, layout, workers, allow_lossy, store) if r is not None]
+    return np.sum(results, axis=0) if results else np.zeros(bins, dtype=np.int64)
+
+
+def can_decode_frames(transfer_syntax_uid: str, bits_allocated: int) -> bool:
+    """True if this module's codecs decode frames of this syntax and bit depth (else use pydicom's pixel_array)."""
+    row = row_for_uid(transfer_syntax_uid)
+    return row is not None and row.codec is not None and bits_allocated in row.codec.decodes_bits
+
+
+def decode_frames(ds: pydicom.Dataset, layout: FrameLayout, workers: int = 1, allow_lossy: bool = False) -> np.ndarray:
+    """All frames of an encapsulated BINARY/FRACTIONAL (or any) instance: ``(frames, rows, columns)``.
+
+    1-bit frames come back as uint8 0/1. Every frame is checked like a label map's.
+    """
+    out = np.empty((layout.number_of_frames, layout.rows, layout.columns), dtype=layout.dtype)
+
+    def store(f: int, frame: np.ndarray) -> None:
+        out[f] = frame
+
+    _run_frames(ds, layout, workers, allow_lossy, store)
+    return out
 
 
 def _occurrences(labels: np.ndarray, bins: int) -> np.ndarray:
@@ -365,3 +493,9 @@ def _native_frames(
             target[target == padding_value] = 0
         counts += _occurrences(target, bins)
     return counts
+
+
+__all__ = [
+    "FrameLayout", "TransferSyntax", "can_decode_frames", "check_first_frame", "check_lossless", "decode_frames",
+    "decode_labelmap_frames", "frame_fragments", "is_native", "require_decoder", "syntax_name",
+]

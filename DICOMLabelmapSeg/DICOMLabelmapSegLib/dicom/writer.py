@@ -12,8 +12,8 @@ source grid; every frame is kept (``omit_empty_frames=False``) so the full exten
   ``column x row``; :func:`order_frames` restores the model order afterwards), so a reader
   that follows the frame order recovers the model's slice direction exactly. Each frame
   also carries its Image Position (Patient).
-* Frames highdicom's encoders cannot take (JPEG-LS under 256 bytes, JPEG 2000 with a side
-  under 32 pixels) are written native by highdicom and encoded by :mod:`.encoding`.
+* highdicom writes native pixel data; the frames are then encoded by the codec registry
+  (:mod:`.syntax` rows, :mod:`.codecs`), on several threads where the codec releases the GIL.
 * PALETTE COLOR (``ExportOptions.palette_color``): a Palette Color LUT (8-bit entries, or
   16-bit beyond 256 entries) maps every label value to its segment's color (background and
   unused values black; see :func:`palette_lut`), with the sRGB ICC profile the IOD then
@@ -58,8 +58,7 @@ from ..errors import (
 )
 from ..geometry import frame_positions, plane_attributes
 from ..model import MAX_LABEL_VALUE, Geometry, Layer, Segmentation, label_dtype
-from . import compat
-from .codecs import jpeg_2000_frame, jpeg_ls_frame
+from . import codecs, compat
 from .options import ExportOptions
 from .segment import long_string, segment_description
 from .source import PathOrFiles, read_source_series, source_planes
@@ -77,13 +76,9 @@ _COPIED_TYPE2 = (
 
 _ICON_IMAGE_SEQUENCE = 0x00880200
 
-#: Smallest frame side openjpeg (6 wavelet resolutions) encodes; smaller frames are encoded with Pillow.
-_OPENJPEG_MIN_SIDE = 32
 #: Most placeholder segments given to highdicom to make the segment numbers consecutive (see _with_placeholders).
 _MAX_PLACEHOLDERS = 1024
 _PLACEHOLDER_LABEL = "unused"
-#: Frames of fewer raw bytes are JPEG-LS encoded by us: pyjpegls' own buffer (2x the frame) is too small for them.
-_PYJPEGLS_MIN_BYTES = 256
 
 
 def create_labelmap_datasets(
@@ -443,11 +438,7 @@ def _layer_dataset(
     geometry: Geometry,
 ) -> Dataset:
     syntax = options.transfer_syntax
-    frame_encoder = _own_frame_encoder(syntax, layer.labels)
-    if syntax in (TransferSyntax.DEFLATED, TransferSyntax.EXPLICIT) or frame_encoder is not None:
-        highdicom_syntax = ExplicitVRLittleEndian
-    else:
-        highdicom_syntax = syntax.uid
+    highdicom_syntax = ExplicitVRLittleEndian  # frames are encoded by the codec registry below (codecs.py)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -464,8 +455,8 @@ def _layer_dataset(
     ds.SeriesDescription = long_string(options.series_description, "Series description")
     set_spacing_between_slices(ds, geometry)
     order_frames(ds, geometry)
-    if frame_encoder is not None:
-        _encode_native_frames(ds, frame_encoder, syntax.uid)
+    if syntax.is_encapsulated:
+        codecs.encode_dataset(ds, syntax, options.threads)
     if syntax == TransferSyntax.DEFLATED:
         ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     return ds
@@ -639,24 +630,3 @@ def order_frames(ds: Dataset, geometry: Geometry) -> None:
         pixels = np.frombuffer(ds.PixelData, dtype=dtype, count=count * rows * columns).reshape(count, -1)
         data = pixels[order].tobytes()
         ds.PixelData = data + (b"\0" if len(data) % 2 else b"")
-
-
-def _own_frame_encoder(syntax: TransferSyntax, labels: np.ndarray) -> Callable[[np.ndarray], bytes] | None:
-    """Our frame encoder where highdicom's (pydicom's) cannot encode frames this small, else None."""
-    rows, columns = labels.shape[1:]
-    if syntax == TransferSyntax.JPEG_2000 and min(rows, columns) < _OPENJPEG_MIN_SIDE:
-        return jpeg_2000_frame
-    if syntax == TransferSyntax.JPEG_LS and rows * columns * labels.dtype.itemsize < _PYJPEGLS_MIN_BYTES:
-        return jpeg_ls_frame
-    return None
-
-
-def _encode_native_frames(ds: Dataset, encode: Callable[[np.ndarray], bytes], transfer_syntax_uid: str) -> None:
-    """Encode the native pixel data of ``ds`` frame by frame and encapsulate it (``transfer_syntax_uid``)."""
-    dtype = np.dtype("<u2") if int(ds.BitsAllocated) == 16 else np.dtype(np.uint8)
-    rows, columns = int(ds.Rows), int(ds.Columns)
-    count = int(ds.NumberOfFrames) * rows * columns
-    frames = np.frombuffer(ds.PixelData, dtype=dtype, count=count).reshape(-1, rows, columns)
-    ds.PixelData = encapsulate([encode(frame) for frame in frames])
-    ds["PixelData"].VR = "OB"
-    ds.file_meta.TransferSyntaxUID = transfer_syntax_uid
