@@ -177,9 +177,10 @@ def read_segmentation(
     *,
     fractional_threshold: float = 0.5,
     max_voxels: int = MAX_VOXELS,
-    workers: int = 1,
+    workers: int = 0,
     max_bytes: int | None = None,
     max_slices: int | None = None,
+    allow_lossy: bool = False,
 ) -> Segmentation:
     """Read ONE DICOM SEG series into a :class:`~.model.Segmentation`.
 
@@ -194,15 +195,18 @@ def read_segmentation(
     max_voxels: int
         Sanity bound on the label voxels (all layers) a header may make us allocate.
     workers: int
-        Frame decoding threads; 0 means ``os.cpu_count()``. Default 1: the codec wrappers
-        (pyjpegls, pylibjpeg-openjpeg) hold the GIL while decoding, and threads measured no
-        faster on a 512 x 512 x 334 JPEG-LS or RLE label map.
+        Frame decoding threads (separate from any process count); 0 means ``os.cpu_count()``.
+        Threads are used only with decoders that release the GIL (imagecodecs' CharLS, OpenJPH
+        and libjxl, zlib); pyjpegls, pylibjpeg-openjpeg and pylibjpeg-rle decode on one.
     max_bytes: int | None
         Bytes reading may allocate; by default 75% of the memory available when reading starts
         (bounded by the process's address-space limit).
     max_slices: int | None
         Slices the grid may have; by default max(10,000, 100 x the slices that have frames), so
         that a few frames millions of slices apart (a damaged position) are refused.
+    allow_lossy: bool
+        Read LABELMAP/BINARY pixel data in a lossy transfer syntax (or marked Lossy Image
+        Compression 01) with a warning, instead of refusing it (label values may be wrong).
 
     Raises
     ------
@@ -220,7 +224,7 @@ def read_segmentation(
         )
     _check_threshold(fractional_threshold)
     limits = _Limits(max_voxels, max_bytes, max_slices)
-    return _guarded(_read_series, next(iter(series.values())), fractional_threshold, limits, workers)
+    return _guarded(_read_series, next(iter(series.values())), fractional_threshold, limits, workers, allow_lossy)
 
 
 def read_segmentations(
@@ -228,9 +232,10 @@ def read_segmentations(
     *,
     fractional_threshold: float = 0.5,
     max_voxels: int = MAX_VOXELS,
-    workers: int = 1,
+    workers: int = 0,
     max_bytes: int | None = None,
     max_slices: int | None = None,
+    allow_lossy: bool = False,
 ) -> list[Segmentation]:
     """Read every DICOM SEG series found in ``sources`` (grouped by Series Instance UID).
 
@@ -242,7 +247,8 @@ def read_segmentations(
     limits = _Limits(max_voxels, max_bytes, max_slices)
     series = _group_series(_load(sources, headers_only=False, lenient=True))
     return [
-        _guarded(_read_series, instances, fractional_threshold, limits, workers) for instances in series.values()
+        _guarded(_read_series, instances, fractional_threshold, limits, workers, allow_lossy)
+        for instances in series.values()
     ]
 
 
@@ -498,24 +504,27 @@ def _same_content(first: Instance, second: Instance) -> bool:
 # ---------------------------------------------------------------------------- reading a series
 
 
-def _read_series(instances: list[Instance], fractional_threshold: float, limits: _Limits, workers: int) -> Segmentation:
+def _read_series(instances: list[Instance], fractional_threshold: float, limits: _Limits, workers: int,
+                 allow_lossy: bool = False) -> Segmentation:
     max_voxels = limits.max_voxels
     headers = sorted_headers(instances)
     check_series_consistency(headers)
     for header in headers:
         if header.unsupported:
             raise UnsupportedSegmentationError(header.unsupported)
-        _check_frame_budget(header, max_voxels)
+        _check_frame_budget(header, max_voxels, allow_lossy)
     geometry, slice_indices = series_grid(headers, max_voxels, limits.max_slices)
     layers_needed = len(headers) if headers[0].segmentation_type == SegmentationType.LABELMAP else 1
     check_voxels(*geometry.shape, layers_needed, max_voxels)
     check_bytes(_bytes_needed(headers, geometry), "this segmentation", limits.max_bytes)
     if headers[0].segmentation_type == SegmentationType.LABELMAP:
         layers = [
-            _read_labelmap_layer(header, geometry, indices, workers) for header, indices in zip(headers, slice_indices)
+            _read_labelmap_layer(header, geometry, indices, workers, allow_lossy)
+            for header, indices in zip(headers, slice_indices)
         ]
     else:
-        layers = _read_binary_layers(headers, geometry, slice_indices, fractional_threshold, max_voxels)
+        layers = _read_binary_layers(headers, geometry, slice_indices, fractional_threshold, max_voxels, workers,
+                                     allow_lossy)
     return Segmentation(
         geometry=geometry,
         layers=layers,
@@ -535,7 +544,7 @@ def _bytes_needed(headers: list[Header], geometry: Geometry) -> int:
     return 2 * frames + volume
 
 
-def _check_frame_budget(header: Header, max_voxels: int) -> None:
+def _check_frame_budget(header: Header, max_voxels: int, allow_lossy: bool = False) -> None:
     """Bound what the header claims before anything is allocated or decoded."""
     layout = header.layout
     voxels = layout.rows * layout.columns * layout.number_of_frames
@@ -565,11 +574,13 @@ def _check_frame_budget(header: Header, max_voxels: int) -> None:
             )
     else:
         pixels.require_decoder(header.transfer_syntax_uid)
-        if header.segmentation_type == SegmentationType.LABELMAP:
-            pixels.check_first_frame(header.ds, layout)
+        pixels.check_first_frame(header.ds, layout, allow_lossy)
+    if header.segmentation_type != SegmentationType.FRACTIONAL:  # fractions may be lossy: they are thresholded
+        pixels.check_lossless(header.ds, where, f"{header.segmentation_type.value} segmentation", allow_lossy)
 
 
-def _read_labelmap_layer(header: Header, geometry: Geometry, slice_indices: np.ndarray, workers: int) -> Layer:
+def _read_labelmap_layer(header: Header, geometry: Geometry, slice_indices: np.ndarray, workers: int,
+                         allow_lossy: bool = False) -> Layer:
     where = instance_name(header.instance)
     if np.unique(slice_indices).size != slice_indices.size:
         raise GeometryMismatchError(
@@ -582,7 +593,8 @@ def _read_labelmap_layer(header: Header, geometry: Geometry, slice_indices: np.n
             logger.warning("%s: Pixel Padding Value %d is also a segment number; kept as that segment.", where, padding)
         padding = None
     out = np.zeros(geometry.shape, dtype=header.layout.dtype)
-    counts = pixels.decode_labelmap_frames(header.ds, header.layout, slice_indices, out, padding, workers)
+    counts = pixels.decode_labelmap_frames(header.ds, header.layout, slice_indices, out, padding, workers,
+                                           allow_lossy)
     present = set(np.flatnonzero(counts).tolist())
     undescribed = sorted(present - described - header.background_numbers - {0})
     if undescribed:
@@ -602,11 +614,13 @@ def _read_binary_layers(
     slice_indices: list[np.ndarray],
     fractional_threshold: float,
     max_voxels: int,
+    workers: int = 0,
+    allow_lossy: bool = False,
 ) -> list[Layer]:
     """Segments of BINARY/FRACTIONAL instances, packed greedily into non-overlapping layers."""
     masks: list[tuple[Segment, dict[int, np.ndarray]]] = []
     for header, indices in zip(headers, slice_indices):
-        frames = _binary_frames(header, fractional_threshold)
+        frames = _binary_frames(header, fractional_threshold, workers, allow_lossy)
         for number in sorted(header.segments):
             frame_numbers = np.flatnonzero(header.frame_segments == number)
             planes: dict[int, np.ndarray] = {}
@@ -626,12 +640,16 @@ def _read_binary_layers(
     return packer.layers() or [Layer(labels=np.zeros(geometry.shape, dtype=np.uint8), segments=[])]
 
 
-def _binary_frames(header: Header, fractional_threshold: float) -> np.ndarray:
+def _binary_frames(header: Header, fractional_threshold: float, workers: int = 0,
+                   allow_lossy: bool = False) -> np.ndarray:
     """All frames of a BINARY/FRACTIONAL instance as booleans ``(frames, rows, columns)``."""
     where = instance_name(header.instance)
     layout = header.layout
     try:
-        array = header.ds.pixel_array
+        if pixels.can_decode_frames(header.transfer_syntax_uid, layout.bits_allocated):  # Sup 244; frames checked
+            array = pixels.decode_frames(header.ds, layout, workers, allow_lossy)
+        else:
+            array = header.ds.pixel_array
     except (LabelmapSegError, KeyboardInterrupt, SystemExit):
         raise
     # pydicom and its plugins raise many types; Rust codecs (pylibjpeg-rle) raise pyo3's
