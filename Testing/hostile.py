@@ -562,8 +562,28 @@ def _nrrd_cases() -> list[HostileCase]:
         HostileCase("nrrd-origin-nan", "numbers", **nrrd({"space origin": "(nan,nan,nan)"})),
         HostileCase("nrrd-direction-inf", "numbers", **nrrd({"space directions": "(inf,0,0) (0,1,0) (0,0,2)"})),
         HostileCase("nrrd-sizes-giant", "sizes", **nrrd({"sizes": "65535 65535 65535"})),
-        HostileCase("nrrd-gzip-bomb", "sizes", **nrrd({"encoding": "gzip"}, payload=gzip_bomb())),
+        # 1 GiB of zeros behind a 480-byte volume: only the declared bytes are decompressed (exact voxels: zeros)
+        HostileCase(
+            "nrrd-gzip-bomb",
+            "sizes",
+            **{**nrrd({"encoding": "gzip"}, payload=gzip_bomb()), "expect": "ok", "check": None},
+        ),
+        HostileCase("nifti-declares-2-gib", "sizes", _with_reference(_nifti_bomb), check=_no_output),
     ]
+
+
+def _nifti_bomb(scratch: Path, labels: np.ndarray) -> list[str]:
+    """A 3 KB .nii.gz whose header declares 512 x 512 x 1000 float64 voxels (2 GiB); the data is missing."""
+    import nibabel
+
+    header = nibabel.Nifti1Header()
+    header.set_data_dtype(np.float64)
+    header.set_data_shape((512, 512, 1000))
+    header["vox_offset"] = 352
+    block = header.binaryblock + bytes(4) + bytes(4096)
+    path = scratch / "bomb.nii.gz"
+    path.write_bytes(gzip.compress(block))
+    return _export_args(scratch, path, label_table())
 
 
 def _reference_cases() -> list[HostileCase]:

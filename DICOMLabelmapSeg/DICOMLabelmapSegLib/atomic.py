@@ -25,6 +25,11 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -56,17 +61,50 @@ def is_temporary_name(name: str | os.PathLike[str]) -> bool:
 def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove temporaries left in ``folder`` (not recursive) by a killed writer; return what was removed.
 
-    Only call this when no other writer is working in ``folder``: it cannot tell a stale
-    temporary from one being written right now.
+    A writer holds a shared lock (``flock``) on each of its temporaries until it commits or
+    discards them, and the kernel drops the lock when the writer dies (even by SIGKILL): a
+    temporary that can be locked exclusively is stale, one that cannot is being written now
+    and is left alone. Where ``flock`` does not exist (Windows), nothing is removed.
     """
+    if fcntl is None:
+        return []
     removed = []
-    with os.scandir(folder) as entries:
-        for entry in entries:
-            if is_temporary_name(entry.name) and entry.is_file(follow_symlinks=False):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(entry.path)
-                    removed.append(Path(entry.path))
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    for entry in entries:
+        if not (is_temporary_name(entry.name) and entry.is_file(follow_symlinks=False)):
+            continue
+        try:
+            descriptor = os.open(entry.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            continue
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live writer holds it
+        finally:
+            os.close(descriptor)  # (closing also releases the exclusive lock)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
     return removed
+
+
+def _hold(path: Path) -> int | None:
+    """Open ``path`` and take the shared lock that marks it as a live temporary; the descriptor (or None)."""
+    if fcntl is None:
+        return None
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        pass
+    return descriptor
 
 
 class AtomicFiles:
@@ -80,6 +118,8 @@ class AtomicFiles:
         self._pending: list[tuple[Path, Path]] = []  # (temporary, final)
         self._created_folders: list[Path] = []
         self._closed = False
+        self._held: list[int] = []  # descriptors holding the locks that mark our temporaries as live
+        self._cleaned: set[Path] = set()  # folders already rid of stale temporaries
 
     def temporary(self, final: str | os.PathLike[str]) -> Path:
         """Reserve the temporary file for ``final`` (created empty, umask permissions) and return its path.
@@ -92,6 +132,9 @@ class AtomicFiles:
         if any(final == existing for _, existing in self._pending):
             raise ValueError(f"{final} is already part of this set of files.")
         self._make_folder(final.parent)
+        if final.parent not in self._cleaned:  # a killed earlier writer's leftovers go before we add ours
+            self._cleaned.add(final.parent)
+            remove_stale_temporaries(final.parent)
         while True:
             temporary = final.parent / temporary_name(final.name)
             try:
@@ -100,6 +143,9 @@ class AtomicFiles:
                 continue
             os.close(descriptor)
             break
+        held = _hold(temporary)
+        if held is not None:
+            self._held.append(held)
         self._pending.append((temporary, final))
         return temporary
 
@@ -128,9 +174,16 @@ class AtomicFiles:
             self.discard()
             raise
         self._closed = True
+        self._release()
         for folder in {final.parent for _, final in self._pending}:
             _fsync_folder(folder)
         return [final for _, final in self._pending]
+
+    def _release(self) -> None:
+        for descriptor in self._held:
+            with contextlib.suppress(OSError):
+                os.close(descriptor)
+        self._held.clear()
 
     def discard(self) -> None:
         """Remove every temporary and the folders this set created (when empty)."""
@@ -138,6 +191,7 @@ class AtomicFiles:
         for temporary, _ in self._pending:
             with contextlib.suppress(FileNotFoundError):
                 temporary.unlink()
+        self._release()
         for folder in reversed(self._created_folders):
             with contextlib.suppress(OSError):
                 folder.rmdir()  # only if empty
@@ -180,6 +234,9 @@ class AtomicFiles:
                         os.link(final, backup, follow_symlinks=False)
                     except OSError:  # no hard links here: the old file cannot be restored
                         continue
+                    held = _hold(backup)  # a concurrent cleaner must not take the backup for stale
+                    if held is not None:
+                        self._held.append(held)
                     backups.append((backup, final))
             for temporary, final in self._pending:
                 os.replace(temporary, final)

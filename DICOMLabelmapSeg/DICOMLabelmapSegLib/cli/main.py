@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import __version__
+from ..interrupts import Terminated, signals_as_interrupts
 from .batch import CaseResult, ExportCase, ImportCase, Interrupted, exit_code, interrupted_line, run_case, run_cases
 from .common import (
     EXIT_CODES_HELP,
@@ -131,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exit_.code) if isinstance(exit_.code, int) else EXIT_USAGE
     library, handler, previous_level = _configure_logging(args.quiet, args.debug)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), signals_as_interrupts():  # SIGTERM/SIGHUP clean up like Ctrl-C
             warnings.showwarning = _warning_to_log  # pydicom/numpy/our warnings: one line, no file:line
             return _run(args)
     finally:
@@ -150,6 +151,9 @@ def _run(args: argparse.Namespace) -> int:
     except Interrupted as error:
         sys.stderr.write(interrupted_line(error) + "\n")
         return EXIT_INTERRUPTED
+    except Terminated as error:  # SIGTERM/SIGHUP: outputs were discarded like on Ctrl-C
+        sys.stderr.write(f"{PROGRAM}: {error}; nothing was left half-written\n")
+        return error.exit_code
     except KeyboardInterrupt:
         sys.stderr.write(f"{PROGRAM}: interrupted\n")
         return EXIT_INTERRUPTED

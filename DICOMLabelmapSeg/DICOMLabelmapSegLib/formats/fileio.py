@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import hashlib
 import logging
 import os
 import re
@@ -39,8 +40,10 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ..atomic import AtomicFiles, write_atomically
+from ..dicom.grid import check_bytes
 from ..errors import GeometryMismatchError, ImplausibleSizeError, LabelmapSegError, TooManyLabelsError
 from ..geometry import affine_from_ijk_to_ras, ijk_to_ras
+from ..inputs import open_regular, parse_json, read_bounded, require_regular_file
 from ..limits import MAX_VOXELS
 from ..model import (
     MAX_LABEL_VALUE,
@@ -54,7 +57,9 @@ from ..model import (
     segment_id,
 )
 from .labeltable import (
+    IMAGE_DIGEST_KEY,
     LABEL_TABLE_FORMAT,
+    MAX_TABLE_BYTES,
     LabelFileError,
     LabelTable,
     default_color,
@@ -83,6 +88,8 @@ __all__ = [
 
 #: Largest NRRD header accepted (bytes).
 MAX_HEADER_BYTES = 16 * 1024 * 1024
+#: Set to 1 to let NRRD headers name detached data outside their own folder (absolute paths, '..').
+ALLOW_EXTERNAL_DATA_ENV = "DICOMLABELMAPSEG_ALLOW_EXTERNAL_DATA"
 
 SEG_NRRD_SUFFIX = ".seg.nrrd"
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -135,6 +142,7 @@ def read_segmentation_file(
         raise LabelFileError(f"{path} does not exist.")
     if path.is_dir():
         return read_mask_folder(path, labels)
+    require_regular_file(path, "Segmentation file", LabelFileError)
     name = path.name.lower()
     if name.endswith(NRRD_SUFFIXES):
         header, _ = _read_nrrd_header_file(path)
@@ -372,16 +380,35 @@ def _resolve_table(path: Path, labels: LabelTable | str | os.PathLike[str] | Non
         return read_label_table(labels)
     sidecar = sidecar_path(path)
     if sidecar.is_file():
-        import json
-
         try:
-            document = json.loads(sidecar.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            document = parse_json(read_bounded(sidecar, MAX_TABLE_BYTES, "Label table", LabelFileError), str(sidecar))
+        except (OSError, LabelmapSegError):
             return None
         if isinstance(document, dict) and document.get("format") == LABEL_TABLE_FORMAT:
+            _check_pair(path, sidecar, document.get(IMAGE_DIGEST_KEY))
             logger.info("Using label table %s", sidecar)
             return parse_label_table(document)
     return None
+
+
+def _file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open_regular(path, "Label map", LabelFileError) as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_pair(path: Path, sidecar: Path, expected: object) -> None:
+    """Refuse a sidecar written for another version of the label map (a pair not replaced together)."""
+    if not isinstance(expected, str):
+        return  # tables of other tools, or written before the digest was recorded
+    if _file_digest(path) != expected:
+        raise LabelFileError(
+            f"{sidecar.name} was written for another version of {path.name} (the pair was not replaced together, "
+            "e.g. an interrupted write or a copy of one file); its names and colors may be wrong. Write the pair "
+            "again, or give the right label table with --labels."
+        )
 
 
 def _layers_from_table(arrays: Sequence[np.ndarray], table: LabelTable | None, path: Path) -> list[Layer]:
@@ -520,7 +547,8 @@ def write_nifti(segmentation: Segmentation, path: str | os.PathLike[str], sideca
     image.header.set_intent("label")
     compressed = path.name.lower().endswith(".nii.gz")
     with AtomicFiles() as files:
-        with open(files.temporary(path), "wb") as handle:
+        temporary = files.temporary(path)
+        with open(temporary, "wb") as handle:
             if compressed:  # as nibabel's own .nii.gz writer: level 1, no time stamp
                 with gzip.GzipFile(filename="", mode="wb", fileobj=handle, compresslevel=1, mtime=0) as stream:
                     image.to_file_map({"image": nib.FileHolder(fileobj=stream)})
@@ -528,8 +556,10 @@ def write_nifti(segmentation: Segmentation, path: str | os.PathLike[str], sideca
                 image.to_file_map({"image": nib.FileHolder(fileobj=handle)})
         written = [path]
         if sidecar:
+            # the table records the digest of its image: a reader can tell a table left beside another image
             written.append(sidecar_path(path))
-            files.write_bytes(written[-1], label_table_bytes([layer.segments for layer in segmentation.layers]))
+            layers = [layer.segments for layer in segmentation.layers]
+            files.write_bytes(written[-1], label_table_bytes(layers, image_sha256=_file_digest(temporary)))
     return written
 
 
@@ -560,9 +590,13 @@ def _read_nifti(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
         raise LabelFileError(
             f"{path.name} has shape {image.shape}; a label map must be 3D, or 4D with one volume per layer."
         )
-    _check_size(shape, path)
+    stored = image.header.get_data_dtype().itemsize
+    scaled = any(np.isfinite(v) and v not in (0, 1) for v in image.header.get_slope_inter() if v is not None)
+    _check_size(shape, path, 8 if scaled else stored)  # scaled data is read as float64
     try:
         data = np.asanyarray(image.dataobj).reshape(shape, order="F")
+    except MemoryError:
+        raise ImplausibleSizeError(f"{path.name}: not enough memory to read the voxel data.") from None
     except Exception as error:
         raise LabelFileError(f"{path.name}: the voxel data cannot be read (truncated or corrupt?): {error}") from None
     header = image.header
@@ -582,7 +616,7 @@ def _read_nifti(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
 
 def _read_nrrd_header_file(path: Path) -> tuple[dict[str, str], int]:
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path, "NRRD file", LabelFileError) as handle:
             return _read_nrrd_header(handle, path)
     except OSError as error:
         raise LabelFileError(f"Cannot read {path}: {error.strerror or error}") from None
@@ -619,17 +653,17 @@ def _read_nrrd_header(handle: BinaryIO, path: Path) -> tuple[dict[str, str], int
 def _read_nrrd(path: Path) -> tuple[dict[str, str], np.ndarray]:
     """Header and data of a NRRD file; data shaped like the sizes reversed (C order)."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path, "NRRD file", LabelFileError) as handle:
             header, _ = _read_nrrd_header(handle, path)
             sizes = _nrrd_sizes(header, path)
             dtype = _nrrd_dtype(header, path)
-            count = _check_size(sizes, path)
+            count = _check_size(sizes, path, dtype.itemsize)
             data_file = header.get("data file", header.get("datafile"))
             if data_file:
-                data_path = Path(data_file) if os.path.isabs(data_file) else path.parent / data_file
                 if "%" in data_file or data_file.upper().startswith("LIST"):
                     raise LabelFileError(f"{path.name}: multi-file NRRD data ('{data_file}') is not supported.")
-                with open(data_path, "rb") as data_handle:
+                data_path = _detached_data_path(path, data_file)
+                with open_regular(data_path, f"{path.name}: the detached data file", LabelFileError) as data_handle:
                     raw = _read_nrrd_payload(header, data_handle, count, dtype.itemsize, path)
             else:
                 raw = _read_nrrd_payload(header, handle, count, dtype.itemsize, path)
@@ -644,11 +678,42 @@ def _read_nrrd(path: Path) -> tuple[dict[str, str], np.ndarray]:
     return header, data.reshape(tuple(reversed(sizes)))
 
 
+def _detached_data_path(path: Path, data_file: str) -> Path:
+    """The detached data file of a NRRD header, which must lie in the header's folder (or below it).
+
+    An untrusted header naming ``/etc/...`` or ``../..`` would otherwise put the bytes of any readable
+    file into the output; set DICOMLABELMAPSEG_ALLOW_EXTERNAL_DATA=1 to allow such headers.
+    """
+    data_path = Path(data_file) if os.path.isabs(data_file) else path.parent / data_file
+    if os.environ.get(ALLOW_EXTERNAL_DATA_ENV, "") not in ("", "0"):
+        return data_path
+    folder = os.path.realpath(path.parent)
+    target = os.path.realpath(data_path)
+    if os.path.commonpath([folder, target]) != folder:
+        raise LabelFileError(
+            f"{path.name} names detached data '{data_file[:80]}' outside its own folder; copy the data next to the "
+            f"header, or set {ALLOW_EXTERNAL_DATA_ENV}=1 if you trust this header."
+        )
+    return data_path
+
+
+def _header_int(header: Mapping[str, str], names: tuple[str, ...], path: Path, low: int, high: int) -> int:
+    text = next((header[name] for name in names if name in header), "0")
+    try:
+        value = int(text)
+    except ValueError:
+        raise LabelFileError(f"{path.name}: '{names[0]}: {text[:40]}' is not a whole number.") from None
+    if not low <= value <= high:
+        raise LabelFileError(f"{path.name}: '{names[0]}: {value}' is outside {low}-{high:,}; the header is corrupt.")
+    return value
+
+
 def _read_nrrd_payload(header: Mapping[str, str], handle: BinaryIO, count: int, itemsize: int, path: Path) -> Any:
     nbytes = count * itemsize
-    for _ in range(int(header.get("line skip", header.get("lineskip", "0")))):
-        handle.readline()
-    byte_skip = int(header.get("byte skip", header.get("byteskip", "0")))
+    for _ in range(_header_int(header, ("line skip", "lineskip"), path, 0, MAX_HEADER_BYTES)):
+        if not handle.readline(MAX_HEADER_BYTES):  # the file ends: the data is missing
+            break
+    byte_skip = _header_int(header, ("byte skip", "byteskip"), path, -1, 2**62)
     encoding = header.get("encoding", "raw").lower()
     if encoding in ("ascii", "text", "txt"):
         text = handle.read(count * 64 + 1024)
@@ -729,7 +794,8 @@ def _nrrd_dtype(header: Mapping[str, str], path: Path) -> np.dtype:
     return dtype
 
 
-def _check_size(shape: Sequence[int], path: Path) -> int:
+def _check_size(shape: Sequence[int], path: Path, itemsize: int = 1) -> int:
+    """The voxel count of ``shape``, refused beyond MAX_VOXELS or beyond the memory reading may take."""
     count = 1
     for n in shape:
         count *= int(n)
@@ -738,6 +804,8 @@ def _check_size(shape: Sequence[int], path: Path) -> int:
             f"{path.name} declares {count} voxels (shape {tuple(shape)}), more than the {MAX_VOXELS} this tool "
             "accepts; the header is corrupt or the volume is too large."
         )
+    # the voxels as stored, and the label copy made of them
+    check_bytes(count * (itemsize + 2), f"{path.name} ({count:,} voxels of {itemsize} byte(s))")
     return count
 
 
@@ -776,6 +844,11 @@ def _nrrd_volumes(header: Mapping[str, str], data: np.ndarray, path: Path) -> tu
     origin = _optional_numbers(header.get("space origin"), 3)
     if origin is not None:
         affine[:3, 3] = sign * np.asarray(origin)
+    elif header.get("space origin"):
+        raise LabelFileError(
+            f"{path.name}: 'space origin: {header['space origin'][:60]}' is not three finite numbers; "
+            "the header is corrupt."
+        )
     if ndim == 3:
         return [data], affine
     list_axis = 3 if spatial_header == [1, 2, 3] else 0  # numpy axes are the header axes reversed
@@ -807,8 +880,12 @@ def _parse_directions(text: str | None, ndim: int, path: Path) -> list[list[floa
 def _optional_numbers(text: str | None, count: int) -> list[float] | None:
     if not text:
         return None
-    values = [float(v) for v in re.findall(r"[-+0-9.eE]+|nan|NaN", text)]
-    return values if len(values) == count else None
+    """``count`` finite numbers from a NRRD vector or list field, else None (absent, NaN, inf, garbage)."""
+    try:
+        values = [float(v) for v in re.findall(r"[^\s(),]+", text)]
+    except ValueError:
+        return None
+    return values if len(values) == count and all(np.isfinite(values)) else None
 
 
 # =========================================================================== shared helpers

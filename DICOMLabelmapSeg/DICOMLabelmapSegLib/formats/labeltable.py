@@ -46,6 +46,7 @@ from ..model import (
     SegmentAlgorithmType,
     Terminology,
 )
+from ..segmentjson import segment_to_json
 from .slicerterm import parse_terminology_entry
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ LABEL_TABLE_VERSION = 1
 
 #: Largest label table file read (bytes); a table is small, a huge file is a mistake.
 MAX_TABLE_BYTES = 64 * 1024 * 1024
+#: Key of a sidecar table holding the SHA-256 of the label map it belongs to.
+IMAGE_DIGEST_KEY = "image_sha256"
 
 _GOLDEN_RATIO_CONJUGATE = 0.6180339887498949
 
@@ -349,50 +352,24 @@ def _first(mapping: Mapping[str, Any], *keys: str) -> Any:
 # --------------------------------------------------------------------------- writing
 
 
-def code_to_json(code: Code) -> dict[str, str]:
-    """A code as a JSON object with our keys."""
-    result = {"value": code.value, "scheme_designator": code.scheme_designator, "meaning": code.meaning}
-    if code.scheme_version:
-        result["scheme_version"] = code.scheme_version
-    return result
+def label_table_document(layers: Iterable[Iterable[Segment]], image_sha256: str | None = None) -> dict[str, Any]:
+    """The JSON document describing the segments of each layer (segment-list form).
+
+    ``image_sha256``: the SHA-256 of the label map file this table describes (a sidecar), so
+    that a reader can tell a table left beside another version of the image.
+    """
+    segments = [segment_to_json(segment, index) for index, layer in enumerate(layers) for segment in layer]
+    document: dict[str, Any] = {"format": LABEL_TABLE_FORMAT, "version": LABEL_TABLE_VERSION}
+    if image_sha256 is not None:
+        document[IMAGE_DIGEST_KEY] = image_sha256
+    document["segments"] = segments
+    return document
 
 
-def segment_to_entry(segment: Segment, layer: int) -> dict[str, Any]:
-    """One segment as a label table entry (the segment-list form); ``None`` fields are left out."""
-    terminology = segment.terminology
-    term: dict[str, Any] = {"category": code_to_json(terminology.category), "type": code_to_json(terminology.type)}
-    for name in ("type_modifier", "region", "region_modifier"):
-        code = getattr(terminology, name)
-        if code is not None:
-            term[name] = code_to_json(code)
-    for name in ("context_name", "region_context_name"):
-        if getattr(terminology, name):
-            term[name] = getattr(terminology, name)
-    entry: dict[str, Any] = {
-        "label": segment.label_value,
-        "layer": layer,
-        "name": segment.name,
-        "color": list(segment.color),
-        "terminology": term,
-        "algorithm_type": segment.algorithm_type.value,
-    }
-    for name in ("algorithm_name", "algorithm_version", "description", "tracking_id", "tracking_uid"):
-        if getattr(segment, name) is not None:
-            entry[name] = getattr(segment, name)
-    if segment.algorithm_family is not None:
-        entry["algorithm_family"] = code_to_json(segment.algorithm_family)
-    return entry
-
-
-def label_table_document(layers: Iterable[Iterable[Segment]]) -> dict[str, Any]:
-    """The JSON document describing the segments of each layer (segment-list form)."""
-    segments = [segment_to_entry(segment, index) for index, layer in enumerate(layers) for segment in layer]
-    return {"format": LABEL_TABLE_FORMAT, "version": LABEL_TABLE_VERSION, "segments": segments}
-
-
-def label_table_bytes(layers: Iterable[Iterable[Segment]]) -> bytes:
+def label_table_bytes(layers: Iterable[Iterable[Segment]], image_sha256: str | None = None) -> bytes:
     """The segment-list JSON label table of ``layers`` as UTF-8 bytes (what :func:`write_label_table` writes)."""
-    return (json.dumps(label_table_document(layers), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    document = label_table_document(layers, image_sha256)
+    return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def write_label_table(layers: Iterable[Iterable[Segment]], path: str | os.PathLike[str]) -> Path:
