@@ -69,3 +69,24 @@ def test_ijk_to_ras_round_trip_and_meaning():
 def test_segment_ids():
     assert segment_id(5) == "Segment_5" and segment_id(5, 0) == "Segment_5"
     assert segment_id(5, 1) == "Segment_5_layer2"
+
+
+def test_one_segment_json_form_is_read_back_and_the_old_scheme_key_too():
+    from DICOMLabelmapSegLib.formats.labeltable import parse_label_table
+    from DICOMLabelmapSegLib.model import Code, Terminology
+    from DICOMLabelmapSegLib.segmentjson import segment_to_json
+
+    segment = Segment(
+        label_value=4, name="Left kidney", color=(10, 20, 30),
+        terminology=Terminology(Code("123037004", "SCT", "Anatomical Structure"), Code("64033007", "SCT", "Kidney"),
+                                region_modifier=None, type_modifier=Code("7771000", "SCT", "Left")),
+        description="drawn", algorithm_name="by hand",
+    )
+    entry = segment_to_json(segment, layer=1)
+    assert entry["terminology"]["type"] == {"value": "64033007", "scheme_designator": "SCT", "meaning": "Kidney"}
+    assert "region" not in entry["terminology"] and "tracking_id" not in entry
+    assert parse_label_table({"segments": [entry]}).lookup(4, 1) == segment
+    old = {**entry, "terminology": {**entry["terminology"],
+                                    "type": {"value": "64033007", "scheme": "SCT", "meaning": "Kidney"}}}
+    assert parse_label_table({"segments": [old]}).lookup(4, 1).terminology.type == Code("64033007", "SCT", "Kidney")
+    assert "layer" not in segment_to_json(segment) and segment_to_json(segment)["label"] == 4

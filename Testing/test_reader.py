@@ -219,7 +219,7 @@ def test_describe_reports_headers_without_pixels(data_dir: Path, tmp_path: Path)
     assert layer.transfer_syntax == "Uncompressed (explicit VR little endian)"
     summary = description.to_dict()
     assert summary["segmentation_type"] == "LABELMAP"
-    assert summary["layers"][0]["segments"][0]["type"]["meaning"] == "Liver"
+    assert summary["layers"][0]["segments"][0]["terminology"]["type"]["meaning"] == "Liver"
     assert summary["referenced_series"]["instances"] == 2
     with pytest.raises(InvalidDicomFileError, match="no Pixel Data"):
         read_segmentation(path)

@@ -161,16 +161,17 @@ def format_description(description: dict[str, Any]) -> str:
             f"{layer.get('bits_allocated')} bit, {layer.get('transfer_syntax')}{where}"
         )
         for segment in layer.get("segments") or []:
-            meaning = _cell(segment.get("type"))
-            if segment.get("type_modifier"):
-                meaning += f" ({_cell(segment.get('type_modifier'))})"
-            if segment.get("region"):
-                meaning += f" in {_cell(segment.get('region'))}"
+            terminology = segment.get("terminology") or {}
+            meaning = _cell(terminology.get("type"))
+            if terminology.get("type_modifier"):
+                meaning += f" ({_cell(terminology.get('type_modifier'))})"
+            if terminology.get("region"):
+                meaning += f" in {_cell(terminology.get('region'))}"
             algorithm = segment.get("algorithm_type") or ""
             if segment.get("algorithm_name"):
                 algorithm += f" {segment['algorithm_name']}"
             rows.append([
-                printable(cell) for cell in (str(index), str(segment.get("label_value")), str(segment.get("name")),
+                printable(cell) for cell in (str(index), str(segment.get("label")), str(segment.get("name")),
                                              _cell(segment.get("color")), meaning, algorithm)
             ])
     if rows:

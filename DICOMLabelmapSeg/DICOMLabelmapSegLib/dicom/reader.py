@@ -51,6 +51,7 @@ from ..model import (
     SeriesInfo,
     label_dtype,
 )
+from ..segmentjson import segment_to_json
 from . import framegroups, pixels
 from .grid import MAX_VOXELS, check_bytes, check_voxels, series_grid
 from .header import (
@@ -165,7 +166,7 @@ class SeriesDescription:
                     "bits_allocated": layer.bits_allocated,
                     "photometric_interpretation": layer.photometric_interpretation,
                     "pixel_padding_value": layer.pixel_padding_value,
-                    "segments": [_segment_dict(segment) for segment in layer.segments],
+                    "segments": [segment_to_json(segment) for segment in layer.segments],
                 }
                 for layer in self.layers
             ],
@@ -780,31 +781,6 @@ def _layer_description(header: Header) -> LayerDescription:
         segments=tuple(header.segments[n] for n in sorted(header.segments)),
         path=header.instance.path,
     )
-
-
-def _code_dict(code: Any) -> dict[str, str] | None:
-    if code is None:
-        return None
-    return {"value": code.value, "scheme": code.scheme_designator, "meaning": code.meaning}
-
-
-def _segment_dict(segment: Segment) -> dict[str, Any]:
-    terminology = segment.terminology
-    return {
-        "label_value": segment.label_value,
-        "name": segment.name,
-        "color": list(segment.color),
-        "category": _code_dict(terminology.category),
-        "type": _code_dict(terminology.type),
-        "type_modifier": _code_dict(terminology.type_modifier),
-        "region": _code_dict(terminology.region),
-        "region_modifier": _code_dict(terminology.region_modifier),
-        "algorithm_type": segment.algorithm_type.value,
-        "algorithm_name": segment.algorithm_name,
-        "description": segment.description,
-        "tracking_id": segment.tracking_id,
-        "tracking_uid": segment.tracking_uid,
-    }
 
 
 __all__: Sequence[str] = [
