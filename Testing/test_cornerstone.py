@@ -3,10 +3,12 @@
 * Buffer path (``createLabelmapsFromDICOMBuffer``, the adapters decode pixel data with dcmjs): uncompressed,
   RLE and Deflated files give our labels; encapsulated JPEG-LS / JPEG 2000 are refused (it cannot split
   fragments into frames there).
-* Per-frame path (``createLabelmapsFromSegImageIds`` with the frames an image loader decodes, here pydicom's
-  decoders): every syntax gives our labels.
+* Per-frame path (``createLabelmapsFromSegImageIds``), fed by OHIF's own image loader
+  (@cornerstonejs/dicom-image-loader 5.14: its WASM CharLS, OpenJPEG, OpenJPH, libjxl, zlib decoders and its
+  color conversion), and fed by pydicom's decoders: every syntax gives our labels.
 * Known misreads, asserted so that an upstream fix is noticed (and :mod:`DICOMLabelmapSegLib.dicom.compat`
-  updated): 16-bit label values wrap modulo 256 (its labelmap is a Uint8Array).
+  updated): 16-bit label values wrap modulo 256 (its labelmap is a Uint8Array); PALETTE COLOR frames are
+  turned into RGB by the image loader before the adapters read labels, so the segments are lost.
 """
 
 from __future__ import annotations
@@ -100,6 +102,28 @@ def test_per_frame_path_reads_8_bit_labels_identically(write, series, syntax: Tr
     assert np.array_equal(labels, expected)
 
 
+@pytest.mark.parametrize("syntax", list(TransferSyntax), ids=lambda s: s.value)
+def test_ohif_image_loader_path_reads_8_bit_labels_identically(write, series, syntax: TransferSyntax) -> None:  # noqa: ANN001
+    path, expected = write(syntax, wide=False)
+    labels, typed = cornerstone_labels(path, series[0], "loader")
+    assert typed == "Uint8Array"
+    assert np.array_equal(labels, expected)
+
+
+def test_known_misread_palette_color_through_the_image_loader(write, series) -> None:  # noqa: ANN001
+    """OHIF's loader converts PALETTE COLOR frames to RGB; the adapters then read color bytes as labels.
+
+    If this test fails because the labels come back right, upstream fixed it: update dicom/compat.py.
+    """
+    path, expected = write(TransferSyntax.RLE, wide=False, palette=True)
+    labels, _ = cornerstone_labels(path, series[0], "loader")
+    assert not np.array_equal(labels, expected)
+    wrong = np.count_nonzero(labels != expected) / expected.size
+    assert wrong > 0.3, f"only {wrong:.0%} of the voxels differ"
+    issues = compat.misreading_issues(pydicom.dcmread(path, stop_before_pixels=True))
+    assert "PALETTE COLOR" in " ".join(issue.reason for issue in issues if issue.consumer == compat.CORNERSTONE)
+
+
 @pytest.mark.parametrize("syntax", [TransferSyntax.JPEG_LS, TransferSyntax.JPEG_2000], ids=lambda s: s.value)
 def test_buffer_path_refuses_encapsulated_frames(write, series, syntax: TransferSyntax) -> None:  # noqa: ANN001
     """Known limitation: the buffer path does not split compressed fragments (OHIF uses the per-frame path)."""
@@ -113,7 +137,8 @@ def test_buffer_path_refuses_encapsulated_frames(write, series, syntax: Transfer
     [
         (TransferSyntax.EXPLICIT, "buffer"),
         (TransferSyntax.RLE, "buffer"),
-        (TransferSyntax.JPEG_LS, "frames"),
+        (TransferSyntax.JPEG_LS, "loader"),
+        (TransferSyntax.JPEG_2000, "loader"),
         (TransferSyntax.JPEG_2000, "frames"),
     ],
     ids=lambda v: getattr(v, "value", v),
@@ -136,8 +161,7 @@ def test_known_misread_16_bit_labels_wrap_modulo_256(write, series, syntax: Tran
 def test_palette_color_through_the_buffer_path(write, series) -> None:  # noqa: ANN001
     """The buffer path reads the stored indices (no palette conversion): labels identical.
 
-    The misread is in OHIF's per-frame image loader (PALETTE COLOR frames converted to RGB before
-    the adapters see them), which is not part of the adapters package; compat warns about it.
+    The misread is on the image loader path (test_known_misread_palette_color_through_the_image_loader).
     """
     path, expected = write(TransferSyntax.RLE, wide=False, palette=True)
     labels, _ = cornerstone_labels(path, series[0], "buffer")
