@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import validators
 from DICOMLabelmapSegLib.app.convert import ConvertSettings, convert_series
 from DICOMLabelmapSegLib.cli import main as cli
 from DICOMLabelmapSegLib.dicom.reader import read_segmentation
@@ -56,6 +57,12 @@ def test_foreign_seg_converts_losslessly(data_dir: Path, tmp_path: Path, name: s
         instances = {i.ReferencedSOPInstanceUID for i in item.ReferencedInstanceSequence}
         assert instances <= referenced[item.SeriesInstanceUID]
     assert referenced[src.SeriesInstanceUID] == {src.SOPInstanceUID}
+    from DICOMLabelmapSegLib.dicom.check import Severity, check_file
+
+    for path in written:  # independent IOD check, and our own
+        assert validators.dciodvfy_errors(path) == [], path
+        problems = [f for f in check_file(path) if f.severity == Severity.ERROR]
+        assert problems == [], problems
 
 
 def test_partial_overlaps_packs_five_segments_into_three_layers(data_dir: Path, tmp_path: Path) -> None:

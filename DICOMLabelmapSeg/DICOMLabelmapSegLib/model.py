@@ -214,10 +214,12 @@ class Layer:
             present = present_labels(self.labels)
             undescribed = sorted(set(present.tolist()) - set(values) - {0})
             if undescribed:
-                shown = ", ".join(str(v) for v in undescribed[:10])
+                count = len(undescribed)
+                shown = ", ".join(str(v) for v in undescribed[:10]) + (", ..." if count > 10 else "")
+                which = f"{count} label values ({shown}) occur" if count > 1 else f"Label value {shown} occurs"
                 raise UndescribedLabelError(
-                    f"Label values {shown}{' ...' if len(undescribed) > 10 else ''} occur in the label "
-                    "array but no segment describes them; add segments for them or set those voxels to 0."
+                    f"{which} in the label array but no segment describes {'them' if count > 1 else 'it'}; add "
+                    "segments for them (e.g. a --labels table listing them) or set those voxels to 0."
                 )
 
 

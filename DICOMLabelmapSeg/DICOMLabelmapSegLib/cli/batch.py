@@ -498,7 +498,7 @@ def cases_from_manifest(args: argparse.Namespace) -> list[Case]:
                     output_is_dir=is_directory_target(output),
                     output_format=args.format,
                     fractional_threshold=_number(row.get("fractional_threshold"), args.fractional_threshold, where),
-                    workers=1,
+                    workers=args.threads,
                 )
             )
         elif command == "convert":

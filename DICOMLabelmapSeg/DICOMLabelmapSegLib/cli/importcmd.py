@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LabelmapSegError
-from .common import Formatter, case_name, unique_names
+from .common import Formatter, case_name, positive_int, unique_names
 
 NAME = "import"
 
@@ -54,6 +54,8 @@ def add_import_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("import options")
     group.add_argument("--format", default="seg.nrrd", choices=["seg.nrrd", "nii.gz", "nii"],
                        help="File type written when the output is a folder.")
+    group.add_argument("--threads", type=positive_int, default=1, metavar="N",
+                       help="Frame decoding threads per case (separate from --jobs, the parallel cases).")
     group.add_argument("--fractional-threshold", type=fractional_threshold, default=0.5, metavar="T",
                        help="FRACTIONAL SEGs: a voxel belongs to a segment when its fraction is at least T (0-1].")
 
@@ -79,11 +81,11 @@ def run(args: argparse.Namespace) -> int:
         )
     if not output_is_dir:
         cases = [ImportCase(name=case_name(inputs[0]), inputs=tuple(inputs), output=output,
-                            fractional_threshold=args.fractional_threshold, workers=args.jobs)]
+                            fractional_threshold=args.fractional_threshold, workers=args.threads)]
     else:
         cases = [
             ImportCase(name=name, inputs=(input_path,), output=output, output_is_dir=True, output_format=args.format,
-                       fractional_threshold=args.fractional_threshold, workers=args.jobs if len(inputs) == 1 else 1)
+                       fractional_threshold=args.fractional_threshold, workers=args.threads)
             for input_path, name in zip(inputs, unique_names(inputs))
         ]
     reporter = Reporter(quiet=args.quiet, debug=args.debug)
