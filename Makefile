@@ -11,7 +11,7 @@
 #
 # Every target installs what it needs first (idempotent; a no-op when already done):
 # .venv with `pip install -e .[test,mrml,pacs,dask]`, Debian's dcmtk (validator) and orthanc + orthanc-dicomweb
-# (PACS tests), dcmjs in Testing/js (validator).
+# (PACS tests), dcmjs and cornerstone3D (OHIF's SEG loader and image loader) in Testing/js (validators).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -71,7 +71,7 @@ $(STAMP_COMPAT): $(COMPAT_CONSTRAINTS)
 	@rm -f $(VENV_COMPAT)/.setup-*
 	@touch $@
 
-# External validators: DCMTK (Debian package) and dcmjs (npm, pinned by Testing/js/package-lock.json).
+# External validators: DCMTK (Debian package), dcmjs and @cornerstonejs/adapters + dicom-image-loader (npm, pinned by Testing/js/package-lock.json).
 setup-tools: $(JS_STAMP)
 	@if ! command -v Orthanc >/dev/null && [ ! -x /usr/sbin/Orthanc ] || [ ! -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]; then \
 	    if command -v apt-get >/dev/null; then \
@@ -91,7 +91,7 @@ $(JS_STAMP): Testing/js/package.json Testing/js/package-lock.json
 	    echo "==> apt-get install nodejs npm"; \
 	    $(SUDO) apt-get update -qq && $(APT_INSTALL) nodejs npm >/dev/null; \
 	fi
-	@echo "==> npm ci (dcmjs) in Testing/js"
+	@echo "==> npm ci (dcmjs, @cornerstonejs/adapters, @cornerstonejs/dicom-image-loader) in Testing/js"
 	cd Testing/js && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	@touch $@
 
