@@ -151,3 +151,15 @@ def test_cli_send_exit_codes(orthanc, labelmap, capsys) -> None:
     assert err.count("\n") == 1 and "--fallback binary" in err
     assert cli.main(["send", str(labelmap[0]), "--to", "ftp://nowhere"]) == 1
     assert cli.main(["send", str(labelmap[0]), "--to", orthanc["dicomweb"]]) == 0
+
+
+def test_convert_then_send_reports_what_was_sent(orthanc, data_dir, tmp_path, capsys) -> None:
+    code = cli.main(["convert", str(data_dir / "dcmqi" / "liver.dcm"), "-o", str(tmp_path / "out"),
+                     "--send", orthanc["dimse"], "--fallback", "binary", "-j", "1"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "sent 1 file(s) to dimse://ORTHANC@" in err and "as BINARY SEG (LABELMAP refused)" in err
+    code = cli.main(["convert", str(data_dir / "dcmqi" / "liver.dcm"), "-o", str(tmp_path / "out"),
+                     "--send", orthanc["dimse"], "-j", "1"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--fallback binary" in err

@@ -32,7 +32,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
 from ..atomic import AtomicFiles
 from ..errors import LabelmapSegError
@@ -76,7 +76,7 @@ class ConvertSettings:
 class InputSeries:
     """Header facts of the input SEG series that the output keeps."""
 
-    headers: list[Dataset]  # one per instance, no pixel data
+    headers: Sequence[Dataset]  # one per instance, no pixel data
 
     @property
     def first(self) -> Dataset:
@@ -89,7 +89,7 @@ class InputSeries:
 
 def read_input_headers(files: Sequence[str | os.PathLike[str]]) -> InputSeries:
     """Headers of the input SEG instances (no pixel data)."""
-    headers = []
+    headers: list[Dataset] = []
     for file in files:
         try:
             headers.append(pydicom.dcmread(os.fspath(file), stop_before_pixels=True))
@@ -99,7 +99,7 @@ def read_input_headers(files: Sequence[str | os.PathLike[str]]) -> InputSeries:
     return InputSeries(headers)
 
 
-def derived_uid(*parts: str) -> str:
+def derived_uid(*parts: str) -> UID:
     """A UID determined by ``parts`` (same parts, same UID), under pydicom's UID root."""
     return generate_uid(entropy_srcs=["dicom-labelmap-seg convert", *parts])
 
@@ -358,7 +358,8 @@ def binary_dataset(files: Sequence[str | os.PathLike[str]]) -> Dataset:
     segmentation = read_segmentation([os.fspath(f) for f in files])
     source = read_input_headers(files)
     first = source.first
-    masks, descriptions = [], []
+    masks: list[np.ndarray] = []
+    descriptions: list[Any] = []
     for layer in segmentation.layers:
         for segment in layer.segments:
             number = len(descriptions) + 1

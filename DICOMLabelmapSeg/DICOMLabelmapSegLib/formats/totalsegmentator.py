@@ -19,6 +19,7 @@ import dataclasses
 import importlib.resources
 import io
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import LabelmapSegError
@@ -67,9 +68,12 @@ def mapping_text(explicit: str | os.PathLike[str] | None = None) -> str | None:
         return None
 
 
-def read_mapping(text: str) -> dict[str, tuple[Terminology, tuple[int, int, int]]]:
-    """Structure name -> (terminology, color) of a TotalSegmentator mapping CSV."""
-    mapping: dict[str, tuple[Terminology, tuple[int, int, int]]] = {}
+Entry = tuple[Terminology, "tuple[int, ...] | None"]
+
+
+def read_mapping(text: str) -> dict[str, Entry]:
+    """Structure name -> (terminology, color or None) of a TotalSegmentator mapping CSV."""
+    mapping: dict[str, Entry] = {}
     try:
         for row in csv.DictReader(io.StringIO(text)):
             name = (row.get("Structure") or "").strip()
@@ -86,15 +90,15 @@ def read_mapping(text: str) -> dict[str, tuple[Terminology, tuple[int, int, int]
             color_text = (row.get("DicomRGBColor") or "").replace(" ", "")
             parts = [int(v) for v in color_text.split(",") if v.isdigit()]
             color = tuple(parts) if len(parts) == 3 and all(0 <= v <= 255 for v in parts) else None
-            mapping[name] = (Terminology(**codes), color)  # type: ignore[arg-type]
+            mapping[name] = (Terminology(**codes), color)  # type: ignore[arg-type] # category/type checked
     except (csv.Error, ValueError) as error:
         raise TerminologyMapError(f"The TotalSegmentator mapping is not a valid CSV: {error}") from None
     if not mapping:
         raise TerminologyMapError("The TotalSegmentator mapping lists no structure with category and type codes.")
-    return mapping  # type: ignore[return-value]
+    return mapping
 
 
-def is_class_map_of(table: LabelTable, mapping: dict[str, object]) -> bool:
+def is_class_map_of(table: LabelTable, mapping: Mapping[str, object]) -> bool:
     """Whether most names of ``table`` are structures of ``mapping`` (TotalSegmentator's class map)."""
     names = [segment.name for segment in table.entries.values()]
     return bool(names) and sum(name in mapping for name in names) >= MIN_SHARE * len(names)
@@ -122,7 +126,7 @@ def apply_totalsegmentator(table: LabelTable, explicit_map: str | os.PathLike[st
             segment = dataclasses.replace(
                 segment,
                 terminology=terminology,
-                color=color if color is not None and generated else segment.color,
+                color=color if color is not None and len(color) == 3 and generated else segment.color,  # type: ignore[arg-type]
                 algorithm_type=SegmentAlgorithmType.AUTOMATIC,
                 algorithm_name=segment.algorithm_name or ALGORITHM_NAME,
                 algorithm_family=segment.algorithm_family or ALGORITHM_FAMILY,

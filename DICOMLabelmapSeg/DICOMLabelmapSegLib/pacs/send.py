@@ -54,7 +54,7 @@ class SendReport:
 def send_files(files: Sequence[str | os.PathLike[str]], to: str, fallback: str | None = None) -> SendReport:
     """Send ``files`` to the receiver URL ``to``; raise :class:`SendError` if any is refused."""
     receiver = parse_receiver(to)
-    datasets = [(str(f), pydicom.dcmread(os.fspath(f))) for f in files]
+    datasets: list[tuple[str, Dataset]] = [(str(f), pydicom.dcmread(os.fspath(f))) for f in files]
     if receiver.kind == "dimse":
         return _send_dimse(datasets, receiver, fallback)
     return _send_dicomweb(datasets, receiver, fallback)
