@@ -513,3 +513,28 @@ def test_missing_type_1_codes_stay_unspecified_through_seg_nrrd_and_export(
     written = pydicom.dcmread(files[0])
     assert str(_segment(written, 7).SegmentedPropertyTypeCodeSequence[0].CodingSchemeDesignator) == "99DLMSEG"
     assert_check_clean(files[0])
+
+
+def test_palette_shifted_by_one_like_dcmqi_use_palette(outputs) -> None:  # noqa: ANN001
+    """dcmqi's bin2labelsegimage --usePalette: CIELab values and a table one entry off (background gets segment 1's
+    color). Reported: the CIELab error, and the shift as a warning that explains the wrong colors."""
+    from DICOMLabelmapSegLib.dicom.color import rgb_to_dicom_lab
+    from DICOMLabelmapSegLib.dicom.header import _palette_channel
+
+    ds = pydicom.dcmread(outputs[(TransferSyntax.EXPLICIT, True, False)])
+    channels = [_palette_channel(ds, color, "") for color in ("Red", "Green", "Blue")]
+    table = np.stack([values for _, values in channels], axis=1)
+    for item in ds.SegmentSequence:
+        number = int(item.SegmentNumber)
+        if number:
+            item.RecommendedDisplayCIELabValue = list(rgb_to_dicom_lab(tuple(int(c) for c in table[number])))
+    shifted = np.vstack([table[1:], table[-1:]])  # entry n-1 holds segment n's color
+    for c, color in enumerate(("Red", "Green", "Blue")):
+        setattr(ds, f"{color}PaletteColorLookupTableDescriptor", [len(shifted), 0, 8])
+        setattr(ds, f"{color}PaletteColorLookupTableData", shifted[:, c].astype(np.uint8).tobytes())
+    findings = check_dataset(ds)
+    assert [(f.rule, f.severity) for f in findings] == [
+        (Rule.CIELAB_WITH_PALETTE, Severity.ERROR),
+        (Rule.PALETTE_LUT, Severity.WARNING),
+    ], findings
+    assert "shifted by one" in findings[1].message

@@ -555,7 +555,46 @@ def _palette(ds: Dataset, kind: SegmentationType, numbers: list[int | None]) -> 
                     f"the palette table maps pixel values {first}-{last} but not segments {uncovered[:8]}",
                 )
             )
+    if not found and len(tables) == 3:
+        found += _palette_shift(ds)
     return found
+
+
+def _palette_shift(ds: Dataset) -> list[Finding]:
+    """A palette table one entry off against the segments' own CIELab colors (dcmqi's ``--usePalette``).
+
+    Such a file also carries CIELab values (an error of its own); here the consequence is named:
+    viewers show each segment in its neighbour's color.
+    """
+    from .color import dicom_lab_to_rgb
+    from .header import _palette_channel  # the reader's own interpretation of the table
+
+    channels = [_palette_channel(ds, color, "") for color in ("Red", "Green", "Blue")]
+    first = channels[0][0]
+    table = np.stack([values for _, values in channels], axis=1).astype(int)
+    colors = {}
+    for item in ds.get("SegmentSequence") or ():
+        lab, number = item.get("RecommendedDisplayCIELabValue"), _int(item, "SegmentNumber")
+        if lab is not None and len(lab) == 3 and number is not None and number > 0:
+            colors[number] = np.array(dicom_lab_to_rgb([int(v) for v in lab]))
+
+    def matches(offset: int) -> int:
+        return sum(
+            1
+            for n, rgb in colors.items()
+            if 0 <= n - first - offset < len(table) and np.abs(table[n - first - offset] - rgb).max() <= 3
+        )
+
+    if len(colors) < 2 or matches(0) >= matches(1) or matches(1) < 0.8 * len(colors):
+        return []
+    return [
+        Finding(
+            Rule.PALETTE_LUT,
+            Severity.WARNING,
+            "the palette table is shifted by one against the segments' CIELab colors (segment n's color sits at "
+            "n-1, as dcmqi --usePalette writes): viewers show each segment in its neighbour's color",
+        )
+    ]
 
 
 # ------------------------------------------------------------------------------- frames
