@@ -158,18 +158,23 @@ def independent_frames(source: str | Path | pydicom.Dataset) -> np.ndarray:
     return np.asarray(ds.pixel_array).reshape(-1, int(ds.Rows), int(ds.Columns))
 
 
-def node_inflate_frames(source: str | Path | pydicom.Dataset) -> np.ndarray:
-    """The frames of a Sup 244 file inflated by Node's ``zlib.inflateRawSync`` (Testing/js/inflate_frames.mjs)."""
+def node_zlib(buffers: list[bytes], deflate: bool = False) -> list[bytes]:
+    """Node's ``zlib.inflateRawSync`` (or ``deflateRawSync``) on each buffer (Testing/js/inflate_frames.mjs)."""
     node = shutil.which("node")
     if node is None:
         unavailable("'node' not found: apt-get install nodejs npm (or run `make setup`)")
-    ds = source if isinstance(source, pydicom.Dataset) else pydicom.dcmread(source)
-    payload = json.dumps([base64.b64encode(f).decode() for f in _fragments(ds)])
-    result = subprocess.run([node, str(JS_DIR / "inflate_frames.mjs")], input=payload, capture_output=True,  # type: ignore[list-item]
-                            text=True, timeout=_TIMEOUT)
+    payload = json.dumps([base64.b64encode(bytes(b)).decode() for b in buffers])
+    command = [str(node), str(JS_DIR / "inflate_frames.mjs"), *(["deflate"] if deflate else [])]
+    result = subprocess.run(command, input=payload, capture_output=True, text=True, timeout=_TIMEOUT)
     if result.returncode != 0:
-        raise ValidationFailure(f"Node's inflateRawSync rejected a frame:\n{result.stderr.strip()}")
-    return _frames_from_native_bytes([base64.b64decode(f) for f in json.loads(result.stdout)], ds)
+        raise ValidationFailure(f"Node's zlib rejected a frame:\n{result.stderr.strip()}")
+    return [base64.b64decode(f) for f in json.loads(result.stdout)]
+
+
+def node_inflate_frames(source: str | Path | pydicom.Dataset) -> np.ndarray:
+    """The frames of a Sup 244 file inflated by Node's ``zlib.inflateRawSync``."""
+    ds = source if isinstance(source, pydicom.Dataset) else pydicom.dcmread(source)
+    return _frames_from_native_bytes(node_zlib(_fragments(ds)), ds)
 
 
 def native_twin(ds: pydicom.Dataset) -> pydicom.Dataset:

@@ -16,7 +16,8 @@ Every binding choice is made once per call, so the bytes do not depend on the th
   get a padded source (pyjpegls' 2x destination buffer is too small for the headers).
 * JPEG 2000: pylibjpeg-openjpeg (6 resolutions), Pillow for frames with a side under 32.
 * HTJ2K: encoded with imagecodecs (OpenJPH), decoded with imagecodecs or pylibjpeg-openjpeg.
-* JPEG XL: imagecodecs (libjxl), effort :data:`JPEG_XL_EFFORT`.
+* JPEG XL: imagecodecs (libjxl), effort :data:`JPEG_XL_EFFORT`; a naked code stream for 8-bit
+  frames, the ISOBMFF container for 16-bit ones (libjxl signals code stream level 10 there).
 * Deflated Image Frame Compression (Sup 244): raw DEFLATE (RFC 1951) level
   :data:`DEFLATE_LEVEL` with zlib-ng (imagecodecs) or Python's zlib; 1-bit frames are packed
   frame by frame, least significant bit first, the last byte of a frame padded with zero bits
