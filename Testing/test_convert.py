@@ -13,6 +13,7 @@ import validators
 from DICOMLabelmapSegLib.app.convert import ConvertSettings, convert_series
 from DICOMLabelmapSegLib.cli import main as cli
 from DICOMLabelmapSegLib.dicom.reader import read_segmentation
+from DICOMLabelmapSegLib.dicom.syntax import TransferSyntax
 
 LABELMAP = "1.2.840.10008.5.1.4.1.1.66.7"
 
@@ -159,3 +160,18 @@ def test_ctrl_c_on_a_parallel_run_stops_cleanly(data_dir: Path, tmp_path: Path) 
     assert process.returncode == 0, process.stderr
     statuses = [json.loads(line)["status"] for line in report.read_text().splitlines()[done:]]
     assert statuses.count("skipped") >= done and len(statuses) == 8
+
+
+@pytest.mark.parametrize("syntax", [s.value for s in TransferSyntax])
+def test_convert_in_every_syntax(data_dir: Path, tmp_path: Path, syntax: str) -> None:
+    source = data_dir / "dcmqi" / "partial_overlaps.dcm"
+    if TransferSyntax.parse(syntax).missing_encoder_packages():
+        code = cli.main(["convert", str(source), "-o", str(tmp_path), "--syntax", syntax, "-q"])
+        assert code == 1 and not list(tmp_path.glob("*.dcm"))
+        return
+    written = convert_series([source], tmp_path, ConvertSettings(transfer_syntax=syntax))
+    assert {str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID) for p in written} == {
+        TransferSyntax.parse(syntax).uid}
+    expected, actual = _segments(read_segmentation(source)), _segments(read_segmentation(written))
+    assert sorted(actual) == sorted(expected)
+    assert all(np.array_equal(actual[n][0], expected[n][0]) for n in expected)
