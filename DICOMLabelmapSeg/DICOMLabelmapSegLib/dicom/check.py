@@ -651,14 +651,10 @@ def _frames(ds: Dataset, kind: SegmentationType, numbers: list[int | None]) -> l
     if ds.get("TotalPixelMatrixRows") is not None or "ImageOrientationSlide" in ds:
         return found  # slide microscopy: positions are in the slide coordinate system, not checked here
     positions = [g.image_position if g.image_position is not None else shared.image_position for g in groups]
-    orientations = {
-        tuple(
-            round(float(v), 4)
-            for v in (g.image_orientation if g.image_orientation is not None else shared.image_orientation)
-        )
-        for g in groups
-        if (g.image_orientation if g.image_orientation is not None else shared.image_orientation) is not None
-    }
+    frame_orientations = [
+        g.image_orientation if g.image_orientation is not None else shared.image_orientation for g in groups
+    ]
+    orientations = {tuple(round(float(v), 4) for v in o) for o in frame_orientations if o is not None}
     without = [i + 1 for i, p in enumerate(positions) if p is None or len(p) != 3]
     if len(without) == frames and not ds.get("FrameOfReferenceUID"):
         return found  # a segmentation of a projection image (no patient coordinate system)
@@ -683,7 +679,7 @@ def _frames(ds: Dataset, kind: SegmentationType, numbers: list[int | None]) -> l
         return found
     orientation = np.array(next(iter(orientations)), dtype=np.float64)
     normal = np.cross(orientation[:3], orientation[3:])
-    points = np.array([[float(v) for v in p] for p in positions], dtype=np.float64)
+    points = np.array([[float(v) for v in p or ()] for p in positions], dtype=np.float64)
     along = points @ normal
     in_plane = points - np.outer(along, normal)
     shift = float(np.max(np.linalg.norm(in_plane - in_plane[0], axis=1))) if frames > 1 else 0.0

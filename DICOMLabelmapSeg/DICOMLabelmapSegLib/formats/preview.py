@@ -153,7 +153,8 @@ def render_preview(
                 colors = table[np.minimum(labels, len(table) - 1)].astype(np.float32)
                 alpha = _ALPHA if grey is not None else 1.0
                 rgb[mask] = (1 - alpha) * rgb[mask] + alpha * colors[mask]
-        tile = Image.fromarray(_oriented(rgb.astype(np.uint8), transform), "RGB").resize(tile_size, Image.NEAREST)
+        tile = Image.fromarray(_oriented(rgb.astype(np.uint8), transform))  # (rows, columns, 3) uint8: RGB
+        tile = tile.resize(tile_size, Image.Resampling.NEAREST)
         x = _MARGIN + (n % per_row) * (tile_size[0] + _MARGIN)
         y = top + (n // per_row) * (tile_size[1] + _MARGIN + _LEGEND_ROW)
         canvas.paste(tile, (x, y))
