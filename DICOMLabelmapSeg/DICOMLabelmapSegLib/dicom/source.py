@@ -539,10 +539,11 @@ def _spaced(keyword: str) -> str:
 
 def _series_summary(uid: str, members: Sequence[Dataset]) -> str:
     first = members[0]
-    number = first.get("SeriesNumber", "?")
+    number = first.get("SeriesNumber")
+    name = f"series {number}" if number not in (None, "") else "series (no number)"
     description = str(first.get("SeriesDescription", "") or "").strip() or "no description"
     modality = first.get("Modality", "?")
-    return f"series {number} '{description}' ({modality}, {len(members)} files, UID {uid or 'blank'})"
+    return f"{name} '{description}' ({modality}, {len(members)} files, UID {uid or 'blank'})"
 
 
 def _describe(path_or_files: PathOrFiles) -> str:
