@@ -204,6 +204,14 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def _run_case_in_worker(case: Case, debug: bool) -> CaseResult:
+    """:func:`run_case` in a worker process: the parent's SIGTERM unwinds it, discarding its temporaries."""
+    from ..interrupts import signals_as_interrupts
+
+    with signals_as_interrupts():
+        return run_case(case, debug)
+
+
 def run_cases(
     cases: Sequence[Case],
     jobs: int,
@@ -251,7 +259,7 @@ def run_cases(
                         results_by_index[index] = blocked
                         reporter.case_done(len(results_by_index), len(cases), blocked)
                     else:
-                        running[pool.submit(run_case, cases[index], debug)] = index
+                        running[pool.submit(_run_case_in_worker, cases[index], debug)] = index
             if not running:
                 if waiting:  # a dependency cycle: run the rest as listed
                     needs = [set() for _ in needs]
@@ -273,7 +281,7 @@ def run_cases(
                                                **_max_tasks_option())
                     for other_future, other in list(running.items()):
                         running.pop(other_future)
-                        running[pool.submit(run_case, cases[other], debug)] = other
+                        running[pool.submit(_run_case_in_worker, cases[other], debug)] = other
                 results_by_index[index] = result
                 reporter.case_done(len(results_by_index), len(cases), result)
     except KeyboardInterrupt:
