@@ -10,6 +10,7 @@ from typing import Any
 
 from ..dicom.options import MAX_SERIES_NUMBER, ExportOptions
 from ..errors import LabelmapSegError
+from ..formats.registry import ALL_SUFFIXES
 
 PROGRAM = "dicom-labelmap-seg"
 
@@ -131,7 +132,7 @@ def one_line(text: str) -> str:
 def case_name(path: str) -> str:
     """A short name for an input: its file name without the segmentation suffix."""
     name = Path(path.rstrip("/\\")).name or "segmentation"
-    for suffix in (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".dcm"):
+    for suffix in (*ALL_SUFFIXES, ".dcm"):
         if name.lower().endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return name

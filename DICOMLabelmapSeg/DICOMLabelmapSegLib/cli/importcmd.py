@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LabelmapSegError
+from ..formats.registry import WRITABLE_SUFFIXES
 from .common import Formatter, case_name, positive_int, unique_names
 
 NAME = "import"
 
-OUTPUT_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii")
+OUTPUT_SUFFIXES = WRITABLE_SUFFIXES
 
 
 def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ()) -> argparse.ArgumentParser:
