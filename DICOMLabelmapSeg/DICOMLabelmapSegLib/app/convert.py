@@ -110,9 +110,9 @@ def convert_datasets(
     progress: Progress | None = None,
 ) -> list[Dataset]:
     """The LABELMAP instances converted from the SEG ``files`` (one series)."""
-    from ..cli.common import export_options  # the one place options are assembled
     from ..dicom.reader import read_segmentation
     from ..dicom.writer import create_labelmap_datasets
+    from .options import export_options  # the one route to ExportOptions
 
     if progress:
         progress(0.0, "reading")

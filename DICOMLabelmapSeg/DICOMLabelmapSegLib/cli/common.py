@@ -6,9 +6,8 @@ import argparse
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from ..dicom.options import MAX_SERIES_NUMBER, ExportOptions
+from ..dicom.options import MAX_SERIES_NUMBER
 from ..errors import LabelmapSegError
 from ..formats.registry import ALL_SUFFIXES
 
@@ -148,25 +147,6 @@ def unique_names(paths: Sequence[str]) -> list[str]:
             candidate, number = f"{name}_{number}", number + 1
         names.append(candidate)
     return names
-
-
-def export_options(**values: Any) -> Any:
-    """The library's ExportOptions from the values the user gave (None = the library's default).
-
-    The one place the CLI builds options; their defaults and validation live in the library.
-    A value the library refuses is an input error (exit 1), not an internal one.
-    """
-    given = {key: value for key, value in values.items() if value is not None}
-    try:
-        return ExportOptions(**given)
-    except (ValueError, TypeError) as error:
-        if isinstance(error, LabelmapSegError):
-            raise
-        raise OptionError(str(error)) from None
-
-
-class OptionError(LabelmapSegError, ValueError):
-    """An option value the library refuses."""
 
 
 def default_jobs() -> int:

@@ -166,11 +166,11 @@ def check_output_folder(folder: Path, overwrite: bool, keep_series: str | None =
 
 
 def run_export_case(case: Any, progress: Any) -> list[Any]:
+    from ..app.options import export_options
     from ..dicom.source import read_source_series
     from ..dicom.writer import write_labelmap_seg
     from ..formats.fileio import read_segmentation_file
     from ..formats.labeltable import apply_terminology_lookup, read_label_table, terminology_lookup_from_slicer_json
-    from .common import export_options
 
     if len(case.inputs) != 1:
         raise LabelmapSegError(f"{case.name}: export takes one segmentation file per case, got {len(case.inputs)}.")
