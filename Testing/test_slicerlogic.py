@@ -20,6 +20,7 @@ from DICOMLabelmapSegLib.dicom.options import ExportOptions
 from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
 from DICOMLabelmapSegLib.dicom.syntax import TransferSyntax
 from DICOMLabelmapSegLib.dicom.writer import write_labelmap_seg
+from DICOMLabelmapSegLib.enums import SopClass
 from DICOMLabelmapSegLib.errors import SourceImageError
 from DICOMLabelmapSegLib.model import differences
 from mrml_support import add_dicom_study_series
@@ -445,7 +446,7 @@ def test_loadable_confidence_against_core_seg_plugin(tmp_path):
     spec = examine.loadableSpecsForFiles(map(str, _seg_series(tmp_path, ct)))[0]
     assert spec.confidence > examine.CORE_SEG_LOADABLE_CONFIDENCE, "LABELMAP: ours is preselected"
     binary = examine.loadableSpecForSeries([examine.SegHeader(
-        "x", examine.SEGMENTATION_STORAGE, "1", "2", "BINARY", 3, TransferSyntax.EXPLICIT.uid,
+        "x", SopClass.SEGMENTATION_STORAGE.value, "1", "2", "BINARY", 3, TransferSyntax.EXPLICIT.uid,
     )])
     assert binary.confidence < examine.CORE_SEG_LOADABLE_CONFIDENCE, "BINARY: core's established import stays"
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ..dicom.syntax import TransferSyntax
+from ..enums import SEG_SOP_CLASSES, SegmentationType
 from .dependencies import environmentProblem, missingPackages
 from .messages import plural
 
@@ -20,10 +21,6 @@ logger = logging.getLogger(__name__)
 
 #: Key of our class in ``slicer.modules.dicomPlugins`` (also the exportables' ``pluginClass``).
 PLUGIN_KEY = "DICOMLabelmapSegPlugin"
-
-LABELMAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
-SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
-SEG_SOP_CLASS_UIDS = (LABELMAP_SEGMENTATION_STORAGE, SEGMENTATION_STORAGE)
 
 #: Confidence of Slicer's own DICOMSegmentationPlugin (dcmqi; core 5.12+ and QuantitativeReporting)
 #: for every SEG file (``DICOMPlugins/DICOMSegmentationPlugin.py``).
@@ -100,7 +97,7 @@ def isSegFile(path: str, fileValue: FileValue) -> bool:
     """Cheap test with cached database values: is this a Segmentation (BINARY/FRACTIONAL/LABELMAP)?"""
     sopClassUID = fileValue(path, TAG_SOP_CLASS_UID)
     if sopClassUID:
-        return sopClassUID in SEG_SOP_CLASS_UIDS
+        return sopClassUID in SEG_SOP_CLASSES
     return fileValue(path, TAG_MODALITY) == "SEG"
 
 
@@ -122,7 +119,7 @@ def readSegHeader(path: str) -> SegHeader | None:
         logger.debug("Not a readable DICOM file %s: %s", path, error)
         return None
     sopClassUID = str(ds.get("SOPClassUID", ""))
-    if sopClassUID not in SEG_SOP_CLASS_UIDS:
+    if sopClassUID not in SEG_SOP_CLASSES:
         return None
     referencedSeriesUID = ""
     referencedInstanceUIDs: list[str] = []
@@ -174,18 +171,18 @@ def loadableSpecForSeries(headers: Sequence[SegHeader], pythonVersion: Sequence[
     """
     headers = sorted(headers, key=lambda h: h.path)
     first = headers[0]
-    segmentationType = first.segmentation_type or "BINARY"
+    segmentationType = first.segmentation_type or SegmentationType.BINARY.value
     segmentCount = sum(h.segment_count for h in headers)
     syntaxes = sorted({h.transfer_syntax_uid for h in headers})
     syntaxText = ", ".join(syntaxLabel(uid) for uid in syntaxes)
     description = first.series_description or "Segmentation"
     nodeName = description
-    if segmentationType == "LABELMAP":
+    if segmentationType == SegmentationType.LABELMAP.value:
         confidence = LABELMAP_CONFIDENCE
         layout = plural(len(headers), "layer")
         detail = f"LABELMAP, {plural(segmentCount, 'segment')} in {layout}"
         how = "Each LABELMAP instance of the series becomes one layer of one segmentation node."
-    elif segmentationType == "FRACTIONAL":
+    elif segmentationType == SegmentationType.FRACTIONAL.value:
         confidence = FRACTIONAL_CONFIDENCE
         detail = f"FRACTIONAL, {plural(segmentCount, 'segment')}"
         how = "Fractional values are thresholded at 0.5; non-overlapping segments share layers."
