@@ -140,7 +140,7 @@ class Codec:
         """The encoding function of the binding used here: 2D frame -> code stream."""
         raise NotImplementedError
 
-    def decoder(self, frame: FrameFormat) -> Callable[[bytes], np.ndarray]:
+    def decoder(self, frame: FrameFormat) -> Callable[[bytes | memoryview], np.ndarray]:
         """The decoding function of the binding used here: code stream -> checked ``(rows, columns)`` array."""
         raise NotImplementedError
 
@@ -164,7 +164,7 @@ def jpeg_ls_frame(frame: np.ndarray) -> bytes:
     InvalidSegmentationError
         CharLS could not encode the frame (the message says which frame size and what to do).
     """
-    import jpeg_ls
+    import jpeg_ls  # type: ignore[import-untyped]
 
     rows, columns = frame.shape
     bits = 8 * frame.dtype.itemsize
@@ -179,7 +179,7 @@ def jpeg_ls_frame(frame: np.ndarray) -> bytes:
 
 def _jpeg_ls_padded(data: bytes, rows: int, columns: int, bits: int) -> bytes:
     try:
-        import _CharLS  # pyjpegls' extension module (jpeg_ls.encode_buffer calls its _encode)
+        import _CharLS  # type: ignore[import-not-found]  # pyjpegls' extension module (jpeg_ls.encode_buffer calls its _encode)
 
         encode = _CharLS._encode
     except (ImportError, AttributeError):
@@ -269,18 +269,18 @@ class JpegLsCodec(Codec):
     def encoder(self) -> Callable[[np.ndarray], bytes]:
         return jpeg_ls_frame
 
-    def decoder(self, frame: FrameFormat) -> Callable[[bytes], np.ndarray]:
+    def decoder(self, frame: FrameFormat) -> Callable[[bytes | memoryview], np.ndarray]:
         if has_module("imagecodecs"):
             from imagecodecs import jpegls_decode
 
-            def decode_imagecodecs(stream: bytes) -> np.ndarray:
+            def decode_imagecodecs(stream: bytes | memoryview) -> np.ndarray:
                 check_jpeg_ls(stream, frame)
-                return _check_array(jpegls_decode(stream), frame, "JPEG-LS")
+                return _check_array(jpegls_decode(stream), frame, "JPEG-LS")  # type: ignore[arg-type]
 
             return decode_imagecodecs
-        import jpeg_ls
+        import jpeg_ls  # type: ignore[import-untyped]
 
-        def decode_pyjpegls(stream: bytes) -> np.ndarray:
+        def decode_pyjpegls(stream: bytes | memoryview) -> np.ndarray:
             header = check_jpeg_ls(stream, frame)
             buffer = jpeg_ls.decode_from_buffer(bytes(stream))
             dtype = np.dtype("<u2") if header.bits > 8 else np.dtype(np.uint8)
@@ -384,10 +384,10 @@ def jpeg_2000_frame(frame: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _openjpeg_decoder(frame: FrameFormat, what: str) -> Callable[[bytes], np.ndarray]:
+def _openjpeg_decoder(frame: FrameFormat, what: str) -> Callable[[bytes | memoryview], np.ndarray]:
     import openjpeg
 
-    def decode(stream: bytes) -> np.ndarray:
+    def decode(stream: bytes | memoryview) -> np.ndarray:
         check_j2k(stream, frame)
         return _check_array(openjpeg.decode(bytes(stream), j2k_format=0), frame, what)
 
@@ -409,7 +409,7 @@ class Jpeg2000Codec(Codec):
     def encoder(self) -> Callable[[np.ndarray], bytes]:
         return jpeg_2000_frame
 
-    def decoder(self, frame: FrameFormat) -> Callable[[bytes], np.ndarray]:
+    def decoder(self, frame: FrameFormat) -> Callable[[bytes | memoryview], np.ndarray]:
         return _openjpeg_decoder(frame, "JPEG 2000")
 
 
@@ -436,14 +436,14 @@ class Htj2kCodec(Codec):
     def encoder(self) -> Callable[[np.ndarray], bytes]:
         return htj2k_frame
 
-    def decoder(self, frame: FrameFormat) -> Callable[[bytes], np.ndarray]:
+    def decoder(self, frame: FrameFormat) -> Callable[[bytes | memoryview], np.ndarray]:
         if not has_module("imagecodecs"):
             return _openjpeg_decoder(frame, "HTJ2K")
         from imagecodecs import htj2k_decode
 
-        def decode(stream: bytes) -> np.ndarray:
+        def decode(stream: bytes | memoryview) -> np.ndarray:
             check_j2k(stream, frame)
-            return _check_array(htj2k_decode(stream), frame, "HTJ2K")
+            return _check_array(htj2k_decode(stream), frame, "HTJ2K")  # type: ignore[arg-type]
 
         return decode
 
@@ -475,13 +475,13 @@ class JpegXlCodec(Codec):
     def encoder(self) -> Callable[[np.ndarray], bytes]:
         return jpeg_xl_frame
 
-    def decoder(self, frame: FrameFormat) -> Callable[[bytes], np.ndarray]:
+    def decoder(self, frame: FrameFormat) -> Callable[[bytes | memoryview], np.ndarray]:
         from imagecodecs import jpegxl_decode
 
-        def decode(stream: bytes) -> np.ndarray:
+        def decode(stream: bytes | memoryview) -> np.ndarray:
             if bytes(stream[:2]) != b"\xff\x0a" and bytes(stream[:12]) != b"\0\0\0\x0cJXL \r\n\x87\n":
                 raise FrameError("the fragment is not a JPEG XL code stream")
-            return _check_array(jpegxl_decode(stream, numthreads=1), frame, "JPEG XL")
+            return _check_array(jpegxl_decode(stream, numthreads=1), frame, "JPEG XL")  # type: ignore[arg-type]
 
         return decode
 
@@ -561,8 +561,8 @@ class FrameDeflateCodec(Codec):
 
         return encode
 
-    def decoder(self, frame: FrameFormat) -> Callable[[bytes], np.ndarray]:
-        def decode(stream: bytes) -> np.ndarray:
+    def decoder(self, frame: FrameFormat) -> Callable[[bytes | memoryview], np.ndarray]:
+        def decode(stream: bytes | memoryview) -> np.ndarray:
             data = inflate_raw(stream, frame.nbytes)
             if frame.bits == 1:
                 return unpack_bits(data, frame)
@@ -597,10 +597,10 @@ class RleCodec(Codec):
 
         return encode
 
-    def decoder(self, frame: FrameFormat) -> Callable[[bytes], np.ndarray]:
+    def decoder(self, frame: FrameFormat) -> Callable[[bytes | memoryview], np.ndarray]:
         from rle.utils import decode_frame
 
-        def decode(stream: bytes) -> np.ndarray:
+        def decode(stream: bytes | memoryview) -> np.ndarray:
             segments = struct.unpack_from("<I", stream, 0)[0] if len(stream) >= 64 else -1
             if segments != frame.bits // 8:
                 raise FrameError(f"the RLE frame has {segments} segments; {frame.bits}-bit pixels of one sample need "
@@ -675,6 +675,7 @@ def encode_dataset(ds: Dataset, syntax: TransferSyntax, threads: int = 0) -> Non
     The file meta's Transfer Syntax UID is set; the caller saves the dataset as usual.
     """
     from pydicom.encaps import encapsulate
+    from pydicom.uid import UID
 
     bits = int(ds.BitsAllocated)
     codec = syntax.codec
@@ -687,4 +688,4 @@ def encode_dataset(ds: Dataset, syntax: TransferSyntax, threads: int = 0) -> Non
     ds.PixelData = encapsulate(encode_frames(frames, syntax, threads))
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
-    ds.file_meta.TransferSyntaxUID = syntax.uid
+    ds.file_meta.TransferSyntaxUID = UID(syntax.uid)

@@ -171,7 +171,7 @@ def _fragments(pixel_data: bytes) -> tuple[list[int], list[tuple[int, int, int]]
                                     "the file is damaged. Export it again.")
     table = list(struct.unpack_from(f"<{length // 4}I", data, 8))
     first = position = 8 + length
-    fragments = []
+    fragments: list[tuple[int, int, int]] = []
     while position + 8 <= len(data):
         tag = bytes(data[position : position + 4])
         if tag == _SEQUENCE_DELIMITER:
