@@ -217,6 +217,27 @@ def test_slicer_510_first_load_is_one_question_then_restart(monkeypatch):
     assert not dependencies.restartNeededAfterInstall(["pyjpegls"], {"pydicom": object()})
 
 
+@pytest.mark.parametrize(
+    ("slicer", "python", "versions", "action", "restart"),
+    [
+        ("5.8", (3, 9, 10), {"pydicom": "2.4.4", "highdicom": None}, "refuse", False),
+        ("5.10", (3, 12, 10), {"pydicom": "2.4.4", "highdicom": None}, "ask", True),
+        ("5.12", (3, 12, 10), {"pydicom": "3.0.2", "highdicom": "0.27.0"}, "ask", False),  # only the codec
+    ],
+)
+def test_dependency_prompt_per_slicer_version(monkeypatch, slicer, python, versions, action, restart):
+    """What each release bundles (SuperBuild/External_python-*.cmake): the plan for a JPEG 2000 SEG whose
+    decoder package is not bundled by any release."""
+    monkeypatch.setattr(dependencies, "_installedVersion", lambda name: versions.get(name))
+    monkeypatch.setattr(TransferSyntax, "missing_decoder_packages", lambda self: ["pylibjpeg-openjpeg"])
+    imported = {"pydicom": object()}  # Slicer imports its pydicom at start-up
+    plan = dependencies.installPlan([TransferSyntax.JPEG_2000.uid], importedModules=imported, pythonVersion=python)
+    assert plan.action.value == action and plan.restartAfterInstall is restart
+    if action == "ask":
+        assert plan.packages[-1] == "pylibjpeg-openjpeg" and ("pydicom>=3.0.1" in plan.packages) is restart
+        assert plan.message.count("?") == 1, "one question"
+
+
 def test_testing_mode_never_installs(monkeypatch):
     monkeypatch.setattr(TransferSyntax, "missing_encoder_packages", lambda self: ["pylibjpeg-openjpeg"])
     plan = dependencies.installPlan([TransferSyntax.JPEG_2000.uid], forWriting=True, testing=True)
