@@ -58,3 +58,10 @@ class ImplausibleSizeError(InvalidDicomFileError):
 
 class LossyPixelDataError(UnsupportedSegmentationError):
     """Label or binary pixel data in a lossy transfer syntax (or marked Lossy Image Compression 01)."""
+
+
+class MissingDependencyError(LabelmapSegError, ImportError):
+    """An optional Python package a feature needs is not installed; the message names the pip extra."""
+
+    #: The pip extra that installs the package (``files``, ``pacs``...).
+    extra: str = ""

@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import TYPE_CHECKING
 
-import highdicom as hd
 from pydicom.dataset import Dataset
 
 from ..errors import InvalidDicomFileError, InvalidSegmentationError
 from ..model import UNSPECIFIED_CODE, Code, Segment, SegmentAlgorithmType, Terminology
 from .color import dicom_lab_to_rgb, rgb_to_dicom_lab
+
+if TYPE_CHECKING:  # highdicom is imported where a Segment Sequence is written: reading stays light
+    import highdicom as hd
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +123,8 @@ def coded_concept(code: Code) -> hd.sr.CodedConcept:
     warning). A value, scheme designator or version that does not fit its VR is refused
     (:func:`check_code`).
     """
+    import highdicom as hd
+
     check_code(code)
     meaning = long_string(code.meaning, "Code meaning") or code.value
     return hd.sr.CodedConcept(code.value, code.scheme_designator, meaning, code.scheme_version)
@@ -212,6 +217,8 @@ def algorithm_identification(segment: Segment) -> hd.AlgorithmIdentificationSequ
     ``'unknown'`` for an AUTOMATIC/SEMIAUTOMATIC segment without a name (see :func:`segment_description`).
     These are the only values the writer fills in.
     """
+    import highdicom as hd
+
     if segment.algorithm_family is None:
         return None
     return hd.AlgorithmIdentificationSequence(
@@ -232,6 +239,8 @@ def segment_description(segment: Segment, include_color: bool = True) -> hd.seg.
         Write Recommended Display CIELab Value. Leave it out (``False``) for PALETTE COLOR
         segmentations, where the color is in the palette and the standard forbids both.
     """
+    import highdicom as hd
+
     terminology = segment.terminology
     unstated = [name for name, code in (("category", terminology.category), ("type", terminology.type))
                 if code.same_concept(UNSPECIFIED_CODE)]

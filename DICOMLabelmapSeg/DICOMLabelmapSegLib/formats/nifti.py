@@ -19,6 +19,7 @@ from ..atomic import AtomicFiles
 from ..errors import ImplausibleSizeError
 from ..geometry import affine_from_ijk_to_ras, ijk_to_ras
 from ..model import Segmentation
+from ..optional import import_optional
 from .labeltable import LabelFileError, label_table_bytes
 from .registry import sidecar_path
 from .volumes import check_size, common_dtype, file_digest
@@ -31,7 +32,7 @@ def write_nifti(segmentation: Segmentation, path: str | os.PathLike[str], sideca
 
     Returns the paths written: the NIfTI file and, with ``sidecar``, ``<name>.json``.
     """
-    import nibabel as nib
+    nib = import_optional("nibabel", "Writing NIfTI files", "files")
 
     path = Path(path)
     segmentation.validate(check_pixels=False)
@@ -64,7 +65,8 @@ def write_nifti(segmentation: Segmentation, path: str | os.PathLike[str], sideca
 
 
 def read_nifti_volumes(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
-    import nibabel as nib
+    """The label volumes ``(k, j, i)`` (one per 4th-axis index) and the model affine of a NIfTI file."""
+    nib = import_optional("nibabel", "Reading NIfTI files", "files")
 
     try:
         image = nib.load(str(path))
