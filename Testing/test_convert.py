@@ -175,3 +175,22 @@ def test_convert_in_every_syntax(data_dir: Path, tmp_path: Path, syntax: str) ->
     expected, actual = _segments(read_segmentation(source)), _segments(read_segmentation(written))
     assert sorted(actual) == sorted(expected)
     assert all(np.array_equal(actual[n][0], expected[n][0]) for n in expected)
+
+
+def test_list_file_and_batch_manifest_inputs(data_dir: Path, tmp_path: Path, capsys) -> None:
+    listing = tmp_path / "inputs.txt"
+    names = [data_dir / "dcmqi" / "liver.dcm", data_dir / "highdicom" / "seg_image_ct_binary.dcm"]
+    listing.write_text("# two series\n" + "".join(f"{name}\n" for name in names))
+    assert cli.main(["convert", str(listing), "-o", str(tmp_path / "from_list"), "-q", "-j", "1"]) == 0
+    assert len([p for p in (tmp_path / "from_list").iterdir() if p.is_dir()]) == 2
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(
+        "command,input,output,syntax\n"
+        f"convert,{data_dir / 'dcmqi' / 'liver.dcm'},out/liver,rle\n"
+        "import,out/liver,liver.seg.nrrd,\n"
+    )
+    code = cli.main(["batch", str(manifest), "-q", "-j", "1"])
+    assert code == 0, capsys.readouterr().err
+    assert (tmp_path / "liver.seg.nrrd").is_file()
+    ds = pydicom.dcmread(next((tmp_path / "out" / "liver").glob("*.dcm")), stop_before_pixels=True)
+    assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5"
