@@ -150,7 +150,8 @@ def _run(args: argparse.Namespace) -> int:
         return int(args.run(args))
     except Interrupted as error:
         sys.stderr.write(interrupted_line(error) + "\n")
-        return EXIT_INTERRUPTED
+        cause = error.__context__  # Terminated (SIGTERM/SIGHUP): exit 128 + N like a shell, Ctrl-C: 130
+        return cause.exit_code if isinstance(cause, Terminated) else EXIT_INTERRUPTED
     except Terminated as error:  # SIGTERM/SIGHUP: outputs were discarded like on Ctrl-C
         sys.stderr.write(f"{PROGRAM}: {error}; nothing was left half-written\n")
         return error.exit_code

@@ -9,6 +9,7 @@ Every problem is a :class:`SourceImageError` that says what is wrong and what to
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import struct
@@ -270,6 +271,8 @@ def _read_slice_header(path: Path) -> Dataset | None:
         logger.debug("Skipping %s: not readable (%s)", path, error)
         return None
     ds = Dataset(elements)
+    if not _values_readable(ds, path, _BINARY_KEYWORDS):  # text values are parsed from raw bytes (_string)
+        return None
     if 0x00280008 in elements and _string(ds, "NumberOfFrames") not in ("", "1"):
         return _read_header(path)  # multi-frame: its functional groups are needed
     ds.set_original_encoding(syntax == _IMPLICIT_LITTLE, True)
@@ -375,8 +378,38 @@ def _read_header(path: Path) -> Dataset | None:
     except (InvalidDicomError, EOFError, OSError, ValueError, TypeError, KeyError) as error:
         logger.debug("Skipping %s: not readable as DICOM (%s)", path, error)
         return None
+    except Exception as error:  # noqa: BLE001 - a junk file (deep nesting, ...) must not stop the export
+        logger.warning("Skipping %s: not readable as DICOM (%s).", path, type(error).__name__)
+        return None
+    if not _values_readable(ds, path):
+        return None
     ds.filename = str(path)
     return ds
+
+
+def _values_readable(ds: Dataset, path: Path, keywords: tuple[str, ...] | None = None) -> bool:
+    """Convert the values every source header is read for now; False (with a warning) if one is damaged.
+
+    pydicom converts values lazily: a damaged one (a 3-byte Rows) would otherwise surface later,
+    as an unexpected error, instead of the junk file being skipped.
+    """
+    try:
+        for keyword in keywords or _CHECKED_KEYWORDS:
+            _ = ds.get(keyword)
+    except Exception as error:  # noqa: BLE001 - pydicom raises many types on damaged values
+        logger.warning("Skipping %s: its header is damaged (%s).", path, " ".join(str(error).split())[:120])
+        return False
+    return True
+
+
+#: Attributes read from every source header: their values are checked when the file is read.
+_CHECKED_KEYWORDS = (
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID", "Modality",
+    "Rows", "Columns", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "SliceThickness",
+    "NumberOfFrames",
+)  # fmt: skip
+#: Those of them with binary values (a wrong length raises when converted).
+_BINARY_KEYWORDS = ("Rows", "Columns")
 
 
 def _is_image(ds: Dataset) -> bool:
@@ -482,7 +515,14 @@ def _position(ds: Dataset) -> list[float]:
         raise SourceImageError(
             "A source image has no valid Image Position (Patient), so its position in space is unknown."
         )
-    return [float(v) for v in value]
+    position = [float(v) for v in value]
+    if not all(math.isfinite(v) for v in position):
+        name = Path(str(getattr(ds, "filename", "") or "")).name or "A source image"
+        raise SourceImageError(
+            f"Source image '{name}' has Image Position (Patient) {position}; a position must be three finite "
+            "numbers. Repair or remove that file from the series."
+        )
+    return position
 
 
 def _pixel_spacing(ds: Dataset) -> list[float]:
