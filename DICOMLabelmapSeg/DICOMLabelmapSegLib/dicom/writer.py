@@ -59,6 +59,7 @@ from ..errors import (
 from ..geometry import frame_positions, plane_attributes
 from ..model import MAX_LABEL_VALUE, Geometry, Layer, Segmentation, label_dtype
 from . import codecs, compat
+from .frameclone import clone_frames
 from .options import ExportOptions
 from .segment import long_string, segment_description
 from .source import PathOrFiles, read_source_series, source_planes
@@ -105,6 +106,19 @@ def create_labelmap_datasets(
     return list(_iter_datasets(segmentation, source_images, options, None))
 
 
+def plain_labelmap_datasets(
+    segmentation: Segmentation,
+    source_images: PathOrFiles,
+    options: ExportOptions = ExportOptions(),  # noqa: B008 - frozen, immutable default
+) -> list[Dataset]:
+    """The same instances as :func:`create_labelmap_datasets`, every frame built by highdicom (the reference path).
+
+    The default path clones the per-frame metadata of a two-frame highdicom instance
+    (:mod:`.frameclone`); tests prove it writes the same content as this one.
+    """
+    return list(_iter_datasets(segmentation, source_images, options, None, clone=False))
+
+
 def write_labelmap_seg(
     segmentation: Segmentation,
     source_images: PathOrFiles,
@@ -140,6 +154,7 @@ def _iter_datasets(
     source_images: PathOrFiles,
     options: ExportOptions,
     progress: Progress | None,
+    clone: bool = True,
 ) -> Iterator[Dataset]:
     options.transfer_syntax.require_encoder()
     layers = prepare_layers(segmentation)
@@ -155,20 +170,18 @@ def _iter_datasets(
         sources = [sources[i] for i in order]
         plane_positions = None
     count = len(layers)
+    spatial = (plane_positions, plane_orientation, pixel_measures)
     for index, layer in enumerate(layers):
         if progress is not None:
             progress(index / count, f"Encoding layer {index + 1} of {count}")
-        ds = _layer_dataset(
-            layer,
-            index + 1,
-            sources,
-            series_instance_uid,
-            (plane_positions, plane_orientation, pixel_measures),
-            options,
-            segmentation.geometry,
-        )
-        if order is not None and order != sorted(order):
-            _reference_in_source_order(ds, source)
+        ds = None
+        if clone and order is not None:
+            ds = _cloned_layer_dataset(layer, index + 1, sources, source, series_instance_uid, spatial, options,
+                                       segmentation.geometry)
+        if ds is None:
+            ds = _layer_dataset(layer, index + 1, sources, series_instance_uid, spatial, options, segmentation.geometry)
+            if order is not None and order != sorted(order):
+                _reference_in_source_order(ds, source)
         compat.warn_at_export(ds)  # CompatibilityWarning: a major consumer misreads this file (labels unchanged)
         yield ds
 
@@ -290,7 +303,7 @@ def check_geometry(segmentation: Segmentation, source: Sequence[Dataset]) -> Non
 def _series_name(ds: Dataset) -> str:
     description = str(ds.get("SeriesDescription", "") or "").strip()
     return (
-        f"series {ds.get('SeriesNumber', '?')}"
+        (f"series {ds.get('SeriesNumber')}" if ds.get("SeriesNumber") not in (None, "") else "series (no number)")
         + (f" '{description}'" if description else "")
         + f" (UID {ds.get('SeriesInstanceUID', '?')})"
     )
@@ -455,11 +468,75 @@ def _layer_dataset(
     ds.SeriesDescription = long_string(options.series_description, "Series description")
     set_spacing_between_slices(ds, geometry)
     order_frames(ds, geometry)
+    if not ds.file_meta.TransferSyntaxUID.is_encapsulated and ds.PixelData[-1:] == b"0" and (
+            layer.labels.nbytes % 2):
+        ds.PixelData = ds.PixelData[:-1] + b"\0"  # highdicom pads native pixel data with "0", DICOM with NUL
     if syntax.is_encapsulated:
         codecs.encode_dataset(ds, syntax, options.threads)
     if syntax == TransferSyntax.DEFLATED:
         ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
     return ds
+
+
+def _cloned_layer_dataset(
+    layer: Layer,
+    instance_number: int,
+    sources: list[Dataset],
+    referenced: Sequence[Dataset],
+    series_instance_uid: str,
+    spatial: tuple,
+    options: ExportOptions,
+    geometry: Geometry,
+) -> Dataset | None:
+    """The instance of ``layer`` on the source grid, per-frame metadata cloned from a two-frame highdicom instance.
+
+    ``sources[k]`` is the source image of slice k, ``referenced`` the source series in its
+    own order (the order of the top-level references). None if the fast path does not apply;
+    the result is the same as :func:`_layer_dataset`'s but for UIDs, dates and times.
+    """
+    count = layer.labels.shape[0]
+    if count < 3 or len(sources) != count or not hasattr(hd.spatial, "get_volume_positions"):
+        return None
+    ds = _layer_dataset(Layer(layer.labels[:2], layer.segments), instance_number, sources[:2], series_instance_uid,
+                        spatial, options, geometry)
+    if not _spacing_of_all_slices(ds, sources, geometry):
+        return None
+    if not clone_frames(ds, sources, referenced):
+        return None
+    ds.NumberOfFrames = count
+    if ds.file_meta.TransferSyntaxUID.is_encapsulated:
+        ds.PixelData = encapsulate(_encoded_frames(ds, layer.labels, options.transfer_syntax, options.threads))
+        ds["PixelData"].VR = "OB"  # as codecs.encode_dataset leaves it
+        ds["PixelData"].is_undefined_length = True
+    else:
+        data = np.ascontiguousarray(layer.labels, dtype=layer.labels.dtype.newbyteorder("<")).tobytes()
+        ds.PixelData = data + (b"\0" if len(data) % 2 else b"")
+    return ds
+
+
+def _spacing_of_all_slices(ds: Dataset, sources: Sequence[Dataset], geometry: Geometry) -> bool:
+    """Spacing Between Slices as highdicom derives it from all slices (it saw two); False if it would not.
+
+    highdicom copies the source's value, or computes one from the frame positions (then
+    :func:`set_spacing_between_slices` corrects it as on the plain path).
+    """
+    measures = ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    source_value = sources[0].get("SpacingBetweenSlices")
+    if source_value is not None and str(measures.get("SpacingBetweenSlices")) == str(source_value):
+        return True
+    orientation = ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
+    positions = np.array([[float(v) for v in image.ImagePositionPatient] for image in sources])
+    spacing, _ = hd.spatial.get_volume_positions(image_positions=positions, image_orientation=orientation)
+    if spacing is None or spacing <= 0:
+        return False
+    measures.SpacingBetweenSlices = format_number_as_ds(spacing)
+    set_spacing_between_slices(ds, geometry)
+    return True
+
+
+def _encoded_frames(ds: Dataset, labels: np.ndarray, syntax: TransferSyntax, threads: int = 0) -> list[bytes]:
+    """Every slice of ``labels`` encoded by the codec registry (as :func:`_layer_dataset` encodes them)."""
+    return codecs.encode_frames(labels, syntax, threads)
 
 
 def _highdicom_segmentation(

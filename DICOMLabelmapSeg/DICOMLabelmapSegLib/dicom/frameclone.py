@@ -1,0 +1,231 @@
+"""Grow a two-frame LABELMAP instance built by highdicom into the full instance, as raw bytes.
+
+highdicom builds one Python object per frame (per-frame functional groups, source image
+references) and pydicom then encodes each element by element: 1-2 ms per frame, more than
+the frame's pixels cost. When the segmentation grid is the source series' grid, every frame
+item differs from the first one only in its Image Position (Patient), its referenced source
+image and its Dimension Index Values. So highdicom builds the instance for the first two
+slices (it stays the author of every module, the Segment Sequence and the validation), and
+this module clones the first frame's item, and the references, for every slice as raw
+explicit VR little endian bytes, which pydicom writes unchanged.
+
+Self-check: the clone of the second frame must be byte-identical to the item highdicom wrote
+for it, and likewise for the references; if not (a highdicom version that writes something
+else), :func:`clone_frames` returns None and the writer takes the plain path. Tests compare
+the two paths' files element by element over varied inputs.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+from pydicom.dataelem import RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import correct_ambiguous_vr, write_dataset
+from pydicom.valuerep import DS
+
+PER_FRAME_FUNCTIONAL_GROUPS = 0x52009230
+SOURCE_IMAGE_SEQUENCE = 0x00082112
+REFERENCED_SERIES_SEQUENCE = 0x00081115
+REFERENCED_INSTANCE_SEQUENCE = 0x0008114A
+_DIMENSION_INDEX_VALUES = 0x00209157
+_IMAGE_POSITION_PATIENT = 0x00200032
+_REFERENCED_SOP_CLASS_UID = 0x00081150
+_REFERENCED_SOP_INSTANCE_UID = 0x00081155
+
+_ITEM_TAG = b"\xfe\xff\x00\xe0"
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_UINT32 = struct.Struct("<I")
+_UINT16 = struct.Struct("<H")
+
+
+def encode_item(item: Dataset) -> bytes:
+    """One sequence item as pydicom writes it in explicit VR little endian (defined lengths)."""
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = True
+    buffer.is_implicit_VR = False
+    write_dataset(buffer, item)
+    content = buffer.getvalue()
+    return _ITEM_TAG + _UINT32.pack(len(content)) + content
+
+
+def _containers(buffer: bytes, start: int, end: int, found: list[tuple[int, int, int]]) -> None:
+    """(length field position, value start, value end) of every sequence and item in ``buffer[start:end]``."""
+    position = start
+    while position < end:
+        vr = buffer[position + 4:position + 6]
+        if vr in _LONG_VRS:
+            length_position, value_start = position + 8, position + 12
+            length = _UINT32.unpack_from(buffer, length_position)[0]
+        else:
+            length_position, value_start = -1, position + 8
+            length = _UINT16.unpack_from(buffer, position + 6)[0]
+        if length == 0xFFFFFFFF:
+            raise ValueError("undefined length")
+        value_end = value_start + length
+        if vr == b"SQ":
+            found.append((length_position, value_start, value_end))
+            item = value_start
+            while item < value_end:
+                if buffer[item:item + 4] != _ITEM_TAG:
+                    raise ValueError("not an item")
+                item_length = _UINT32.unpack_from(buffer, item + 4)[0]
+                found.append((item + 4, item + 8, item + 8 + item_length))
+                _containers(buffer, item + 8, item + 8 + item_length, found)
+                item += 8 + item_length
+        position = value_end
+
+
+def _tag_bytes(tag: int) -> bytes:
+    return (tag >> 16).to_bytes(2, "little") + (tag & 0xFFFF).to_bytes(2, "little")
+
+
+def _ui(tag: int, uid: str) -> bytes:
+    value = uid.encode("ascii")
+    return _tag_bytes(tag) + b"UI" + (len(value) + len(value) % 2).to_bytes(2, "little") + value + (
+        b"\0" if len(value) % 2 else b"")
+
+
+def _ds(tag: int, values: Sequence) -> bytes:
+    numbers = [DS(value, auto_format=True) for value in values]
+    text = "\\".join(x.original_string if hasattr(x, "original_string") else str(x) for x in numbers)
+    value = (text + " " * (len(text) % 2)).encode("ascii")
+    return _tag_bytes(tag) + b"DS" + len(value).to_bytes(2, "little") + value
+
+
+def _ul(tag: int, number: int) -> bytes:
+    return _tag_bytes(tag) + b"UL" + (4).to_bytes(2, "little") + int(number).to_bytes(4, "little")
+
+
+class _Template:
+    """An encoded item with holes where per-frame elements go (found by their exact encoded bytes).
+
+    Filling a hole with a value of another length corrects the lengths of the sequences and
+    items around it, as pydicom would have written them.
+    """
+
+    def __init__(self, encoded: bytes, holes: Sequence[bytes]) -> None:
+        self.chunks: list[bytes] = []
+        self.holes = [len(hole) for hole in holes]
+        positions = []
+        position = 0
+        for hole in holes:
+            start = encoded.find(hole, position)
+            if start < 0 or encoded.find(hole, start + len(hole)) >= 0:
+                raise ValueError("element not found exactly once")
+            positions.append(start)
+            self.chunks.append(encoded[position:start])
+            position = start + len(hole)
+        self.chunks.append(encoded[position:])
+        containers: list[tuple[int, int, int]] = [(4, 8, len(encoded))]
+        _containers(encoded, 8, len(encoded), containers)
+        # For each container enclosing a hole: its length field, its length, the holes before the
+        # field (they shift it) and the holes inside (they change its length).
+        self.patches = []
+        for length_position, start, end in containers:
+            inside = [i for i, hole_start in enumerate(positions) if start <= hole_start < end]
+            if inside:
+                before = [i for i, hole_start in enumerate(positions) if hole_start < length_position]
+                self.patches.append((length_position, end - start, before, inside))
+
+    def fill(self, values: Sequence[bytes]) -> bytes:
+        parts = [self.chunks[0]]
+        for value, chunk in zip(values, self.chunks[1:]):
+            parts += [value, chunk]
+        deltas = [len(value) - size for value, size in zip(values, self.holes)]
+        if not any(deltas):
+            return b"".join(parts)
+        filled = bytearray(b"".join(parts))
+        for length_position, length, before, inside in self.patches:
+            _UINT32.pack_into(filled, length_position + sum(deltas[i] for i in before),
+                              length + sum(deltas[i] for i in inside))
+        return bytes(filled)
+
+
+def _frame_elements(source: Dataset, dimension_index: int) -> list[bytes]:
+    """The per-frame elements of the frame on ``source``, in the order they appear in an item."""
+    return [
+        _ui(_REFERENCED_SOP_CLASS_UID, str(source.SOPClassUID)),
+        _ui(_REFERENCED_SOP_INSTANCE_UID, str(source.SOPInstanceUID)),
+        _ul(_DIMENSION_INDEX_VALUES, dimension_index),
+        _ds(_IMAGE_POSITION_PATIENT, source.ImagePositionPatient),
+    ]
+
+
+def _reference_elements(source: Dataset) -> list[bytes]:
+    return [_ui(_REFERENCED_SOP_CLASS_UID, str(source.SOPClassUID)),
+            _ui(_REFERENCED_SOP_INSTANCE_UID, str(source.SOPInstanceUID))]
+
+
+def _raw_sequence(tag: int, items: bytes) -> RawDataElement:
+    return RawDataElement(tag, "SQ", len(items), items, 0, False, True, True, False)
+
+
+def clone_frames(mini: Dataset, sources: Sequence[Dataset], referenced: Sequence[Dataset]) -> bool:
+    """Turn ``mini`` (highdicom's instance of the first two slices) into the instance of all ``sources``.
+
+    Parameters
+    ----------
+    mini: Dataset
+        Two frames, in slice order, on ``sources[0]`` and ``sources[1]``; changed in place
+        (except Number of Frames and Pixel Data, which the caller sets).
+    sources: Sequence[Dataset]
+        The source image of each slice, in slice order (single-frame images, one series).
+    referenced: Sequence[Dataset]
+        The same images in the order the top-level references list them.
+
+    Returns
+    -------
+    bool
+        False if ``mini`` is not what this clone expects (then ``mini`` is unchanged).
+    """
+    count = len(sources)
+    try:
+        per_frame = mini.PerFrameFunctionalGroupsSequence
+        first_index = int(per_frame[0].FrameContentSequence[0].DimensionIndexValues)
+        second_index = int(per_frame[1].FrameContentSequence[0].DimensionIndexValues)
+        if (first_index, second_index) == (1, 2):
+            indices = np.arange(1, count + 1)
+        elif (first_index, second_index) == (2, 1):
+            indices = np.arange(count, 0, -1)
+        else:
+            return False
+        frame_template = _Template(encode_item(per_frame[0]), _frame_elements(sources[0], first_index))
+        if frame_template.fill(_frame_elements(sources[1], second_index)) != encode_item(per_frame[1]):
+            return False
+        source_items = mini.SourceImageSequence
+        series_items = mini.ReferencedSeriesSequence
+        if len(source_items) != 2 or len(series_items) != 1:
+            return False
+        instances = series_items[0].ReferencedInstanceSequence
+        by_uid = {str(image.SOPInstanceUID): image for image in sources[:2]}
+        order = [by_uid.get(str(item.ReferencedSOPInstanceUID)) for item in source_items]
+        if any(image is None for image in order) or len(instances) != 2:
+            return False
+        source_template = _Template(encode_item(source_items[0]), _reference_elements(order[0]))
+        instance_template = _Template(encode_item(instances[0]), _reference_elements(order[0]))
+        if (source_template.fill(_reference_elements(order[1])) != encode_item(source_items[1])
+                or instance_template.fill(_reference_elements(order[1])) != encode_item(instances[1])):
+            return False
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+        return False
+
+    correct_ambiguous_vr(mini, True)  # what pydicom does before writing; it would also parse raw sequences
+    frames = b"".join(
+        frame_template.fill(_frame_elements(source, int(index))) for source, index in zip(sources, indices)
+    )
+    mini[PER_FRAME_FUNCTIONAL_GROUPS] = _raw_sequence(PER_FRAME_FUNCTIONAL_GROUPS, frames)
+    mini[SOURCE_IMAGE_SEQUENCE] = _raw_sequence(
+        SOURCE_IMAGE_SEQUENCE, b"".join(source_template.fill(_reference_elements(image)) for image in referenced)
+    )
+    series_items[0][REFERENCED_INSTANCE_SEQUENCE] = _raw_sequence(
+        REFERENCED_INSTANCE_SEQUENCE,
+        b"".join(instance_template.fill(_reference_elements(image)) for image in referenced),
+    )
+    for dataset in (mini, series_items[0]):
+        # Written as read: pydicom then writes raw elements unchanged instead of parsing and re-encoding them.
+        dataset.set_original_encoding(False, True, dataset._character_set)
+    return True

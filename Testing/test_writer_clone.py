@@ -1,0 +1,132 @@
+"""The fast export path (per-frame metadata cloned as raw bytes, dicom/frameclone.py) writes what the plain path writes.
+
+Every element of every instance, at every depth, is compared after a write and a read:
+equal except the UIDs and times generated per call. Pixel Data bytes are compared exactly
+too (the fast path encodes frames with the same encoder highdicom uses).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pydicom
+import pytest
+from DICOMLabelmapSegLib.dicom import writer
+from DICOMLabelmapSegLib.dicom.frameclone import PER_FRAME_FUNCTIONAL_GROUPS
+from DICOMLabelmapSegLib.dicom.source import read_source_series
+from DICOMLabelmapSegLib.model import Geometry
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from synthetic import make_affine, make_ct_series, make_segmentation
+
+#: Generated per call (new UIDs, the time of writing); everything else must be equal.
+GENERATED = {
+    "SOPInstanceUID", "MediaStorageSOPInstanceUID", "DimensionOrganizationUID", "PaletteColorLookupTableUID",
+    "InstanceCreationDate", "InstanceCreationTime", "ContentDate", "ContentTime", "ContributionDateTime",
+    "FileMetaInformationGroupLength",  # follows the length of the new SOP Instance UID
+}
+
+
+def written(ds: pydicom.Dataset) -> pydicom.Dataset:
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+
+
+def differences(a: pydicom.Dataset, b: pydicom.Dataset, path: str = "") -> list[str]:
+    found = []
+    if set(a.keys()) != set(b.keys()):
+        found.append(f"{path}: tags only in one: {sorted(set(a.keys()) ^ set(b.keys()))}")
+    for tag in sorted(set(a.keys()) & set(b.keys())):
+        first, second = a[tag], b[tag]
+        if first.keyword in GENERATED:
+            continue
+        if first.VR != second.VR:
+            found.append(f"{path}{first.keyword}: VR {first.VR} vs {second.VR}")
+        elif first.VR == "SQ":
+            if len(first.value) != len(second.value):
+                found.append(f"{path}{first.keyword}: {len(first.value)} vs {len(second.value)} items")
+                continue
+            for index, (x, y) in enumerate(zip(first.value, second.value)):
+                found += differences(x, y, f"{path}{first.keyword}[{index}].")
+        elif first.value != second.value:
+            found.append(f"{path}{first.keyword}: {str(first.value)[:60]} vs {str(second.value)[:60]}")
+    return found
+
+
+def both_paths(tmp_path, shape, layers, syntax, oblique=False, flip=False, palette=False, shuffle=True):
+    affine = make_affine(spacing=(2.5, 0.8, 0.7), oblique=oblique, flip_slices=flip)
+    folder = tmp_path / "ct"
+    make_ct_series(folder, shape, affine, shuffle=shuffle)
+    source = read_source_series(folder)
+    geometry = Geometry(shape, affine, str(source[0].FrameOfReferenceUID))
+    segmentation = make_segmentation(geometry, layers)
+    options = writer.ExportOptions(transfer_syntax=syntax, palette_color=palette, series_instance_uid="1.2.3.4.5")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fast = writer.create_labelmap_datasets(segmentation, folder, options)
+        # The reference reads every source header in full with pydicom (the fast path: source.py's slice reader).
+        full_headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in sorted(folder.iterdir())]
+        plain = writer.plain_labelmap_datasets(segmentation, full_headers, options)
+    return fast, plain
+
+
+def assert_same_content(fast, plain):
+    assert len(fast) == len(plain)
+    for cloned, reference in zip(fast, plain):
+        assert cloned.get_item(PER_FRAME_FUNCTIONAL_GROUPS).is_raw, "the fast path was not taken"
+        a, b = written(cloned), written(reference)
+        assert differences(a.file_meta, b.file_meta) == []
+        assert differences(a, b) == []
+        assert a.PixelData == b.PixelData
+        assert a.SOPInstanceUID != b.SOPInstanceUID  # the comparison skipped what differs, and only that
+
+
+@pytest.mark.parametrize("syntax", ["jpeg-ls", "explicit", "deflated", "rle", "jpeg2000"])
+def test_fast_path_writes_what_highdicom_writes(tmp_path, syntax):
+    fast, plain = both_paths(tmp_path, (6, 34, 40), ((1, 2, 5),), syntax)
+    assert_same_content(fast, plain)
+
+
+def test_fast_path_multilayer_uint16_oblique_palette(tmp_path):
+    fast, plain = both_paths(tmp_path, (5, 20, 24), ((1, 300, 7), (2, 3)), "explicit", oblique=True, flip=True,
+                             palette=True)
+    assert_same_content(fast, plain)
+
+
+def test_fast_path_reads_back_the_labels(tmp_path):
+    from DICOMLabelmapSegLib.dicom.reader import read_segmentation
+
+    affine = make_affine()
+    folder = tmp_path / "ct"
+    make_ct_series(folder, (7, 16, 18), affine)
+    source = read_source_series(folder)
+    segmentation = make_segmentation(Geometry((7, 16, 18), affine, str(source[0].FrameOfReferenceUID)),
+                                     ((1, 4, 9), (2, 3)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        files = writer.write_labelmap_seg(segmentation, folder, tmp_path / "out")
+        back = read_segmentation(files)
+    for ours, theirs in zip(segmentation.layers, back.layers):
+        np.testing.assert_array_equal(ours.labels, theirs.labels)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    slices=st.integers(3, 7),
+    rows=st.integers(1, 20),
+    columns=st.integers(1, 20),
+    layers=st.lists(st.lists(st.integers(1, 400), min_size=1, max_size=4, unique=True), min_size=1, max_size=3),
+    syntax=st.sampled_from(["jpeg-ls", "explicit", "deflated", "rle"]),
+    oblique=st.booleans(),
+    flip=st.booleans(),
+    palette=st.booleans(),
+    shuffle=st.booleans(),
+)
+def test_fast_path_equals_plain_path_for_varied_inputs(tmp_path_factory, slices, rows, columns, layers, syntax,
+                                                       oblique, flip, palette, shuffle):
+    tmp_path = tmp_path_factory.mktemp("clone")
+    fast, plain = both_paths(tmp_path, (slices, rows, columns), layers, syntax, oblique, flip, palette, shuffle)
+    assert_same_content(fast, plain)
