@@ -46,6 +46,8 @@ def outputs(source, tmp_path_factory: pytest.TempPathFactory) -> dict[tuple, Pat
     root = tmp_path_factory.mktemp("ours")
     written: dict[tuple, Path] = {}
     for syntax in TransferSyntax:
+        if syntax.missing_encoder_packages():  # e.g. imagecodecs in the Slicer 5.12 compatibility run
+            continue
         for palette in (False, True):
             for wide in (False, True):
                 labels = [1, 300, 65535] if wide else [1, 2, 7, 255]

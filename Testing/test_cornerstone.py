@@ -45,6 +45,8 @@ def write(series, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN001, AN
 
     def written(syntax: TransferSyntax, wide: bool, palette: bool = False) -> tuple[Path, np.ndarray]:
         key = (syntax, wide, palette)
+        if syntax.missing_encoder_packages():  # e.g. imagecodecs in the Slicer 5.12 compatibility run
+            pytest.skip(f"{syntax.label} cannot be written here: {', '.join(syntax.missing_encoder_packages())}")
         if key not in cache:
             labels = [1, 255, 256, 257, 65535] if wide else [1, 2, 7, 255]
             segmentation = make_segmentation(geometry, layers=[labels], seed=3)
