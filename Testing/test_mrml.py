@@ -692,3 +692,25 @@ def test_removal_release_is_per_node(slicer_core, mrml_scene):
     assert all(segmentation.GetSegment(segmentId).GetRepresentation(mrml._binary_labelmap_name()) is not None
                for segmentId in segmentation.GetSegmentIDs())
     assert node.GetAttribute(mrml.RELEASE_LAYERS_ATTRIBUTE) is None
+
+
+def test_export_reads_a_layer_on_the_grid_without_copying_it(slicer_core, mrml_scene):
+    """A layer that is the reference grid and holds only described labels is exported as a read-only view."""
+    geometry = Geometry((4, 10, 12), make_affine(), "1.2.3.4")
+    model = make_segmentation(geometry, layers=[[1, 2, 3], [7, 9]])
+    node = mrml.node_from_segmentation(model, mrml_scene)
+    back = mrml.segmentation_from_node(node)
+    assert differences(model, back) == []
+    binary = mrml._binary_labelmap_name()
+    for index, layer in enumerate(back.layers):
+        image = node.GetSegmentation().GetLayerDataObject(index, binary)
+        voxels = mrml.numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+        assert np.shares_memory(layer.labels, voxels)
+        assert not layer.labels.flags.writeable
+    # With a stray value the export copies (and drops it), leaving the node as it was.
+    image = node.GetSegmentation().GetLayerDataObject(0, binary)
+    voxels = mrml.numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+    voxels[0] = 200
+    image.Modified()
+    copied = mrml.segmentation_from_node(node).layers[0].labels
+    assert not np.shares_memory(copied, voxels) and copied.reshape(-1)[0] == 0 and voxels[0] == 200

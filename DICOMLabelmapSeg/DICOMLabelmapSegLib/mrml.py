@@ -340,7 +340,11 @@ def _labels_on_grid(
     layerIndex: int,
     toFrame: np.ndarray,
 ) -> np.ndarray:
-    """The layer's label array on ``grid`` (in the export frame): padded/cropped copy, strays set to 0."""
+    """The layer's label array on ``grid`` (in the export frame): padded/cropped copy, strays set to 0.
+
+    When the layer covers exactly the grid, has the label dtype and no stray values, the result is
+    a read-only view of the node's own voxels (no copy: export then costs no memory for the labels).
+    """
     values = [segment.label_value for segment in segments]
     dtype = label_dtype(max(values))
     out = np.zeros(grid.shape, dtype=dtype)
@@ -391,6 +395,11 @@ def _labels_on_grid(
         source_slices.append(slice(lo - shift - e[lo_index], hi - shift - e[lo_index] + 1))
         out_slices.append(slice(lo - g[lo_index], hi - g[lo_index] + 1))
     region = source[tuple(source_slices)]
+    if region.shape == out.shape and region.dtype == out.dtype and not _has_stray_labels(region, values):
+        # The layer is the grid and holds nothing else: a read-only view of the node's voxels, no copy.
+        view = region.view()
+        view.flags.writeable = False
+        return view
     if region.shape != source.shape:
         outside = int(np.count_nonzero(source)) - int(np.count_nonzero(region))
         if outside:
@@ -407,17 +416,19 @@ def _warn_dropped(source: np.ndarray, layerIndex: int) -> None:
         logger.warning("Layer %d: all %d non-zero voxels lie outside the reference grid", layerIndex, count)
 
 
+def _has_stray_labels(region: np.ndarray, values: list[int]) -> bool:
+    """True if ``region`` holds a non-zero value that is not in ``values`` (one scan of the voxels)."""
+    wanted = set(values)
+    if region.dtype.kind == "u" and wanted == set(range(1, len(values) + 1)):
+        # Fast path (Slicer's usual 1..n labels): a maximum tells whether anything else occurs.
+        return region.size > 0 and int(region.max()) > len(values)
+    return bool(set(_present_values(region)) - wanted - {0})
+
+
 def _copy_labels(region: np.ndarray, target: np.ndarray, values: list[int], layerIndex: int) -> None:
     """Copy ``region`` into ``target``, setting values that are not in ``values`` to 0."""
-    wanted = set(values)
     unsigned = region.dtype.kind == "u"
-    if unsigned and wanted == set(range(1, len(values) + 1)):
-        # Fast path (Slicer's usual 1..n labels): a maximum tells whether anything else occurs.
-        stray = region.size > 0 and int(region.max()) > len(values)
-    else:
-        present = _present_values(region)
-        stray = bool(set(present) - wanted - {0})
-    if not stray:
+    if not _has_stray_labels(region, values):
         np.copyto(target, region, casting="unsafe")
         return
     if unsigned and region.dtype.itemsize <= 2:
