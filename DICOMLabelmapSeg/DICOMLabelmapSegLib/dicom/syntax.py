@@ -167,55 +167,56 @@ _JPEG_XL = codecs.JpegXlCodec()
 _FRAME_DEFLATE = codecs.FrameDeflateCodec()
 _RLE = codecs.RleCodec()
 
-# Sizes and times: the 512x512x334, 61-label TotalSegmentator case, codec alone, 1 thread (BENCHMARK.md).
+# Sizes: whole files of the 512x512x334, 61-label TotalSegmentator case; times: the codec alone, 1 thread
+# (BENCHMARK.md).
 _ROWS: dict[TransferSyntax, SyntaxRow] = {
     TransferSyntax.JPEG_LS: SyntaxRow(
         "1.2.840.10008.1.2.4.80", "JPEG-LS lossless",
-        "Small and fast (1.13 MB, 0.06 s to encode); read by DCMTK, highdicom/pydicom, OHIF/cornerstone3D; "
-        "the recommended default (dcmqi cannot read it).",
+        "Small and fast (1.37 MB, 0.06 s codec time); read by DCMTK, highdicom/pydicom, OHIF/cornerstone3D "
+        "(not dcmqi); the recommended default.",
         PixelStorage.ENCAPSULATED, _JPEG_LS, readers="DCMTK, highdicom/pydicom, OHIF/cornerstone3D, this library",
     ),
     TransferSyntax.RLE: SyntaxRow(
         "1.2.840.10008.1.2.5", "RLE lossless",
-        "Run-length compression that almost every DICOM reader decodes, dcmqi and Slicer's built-in SEG plugin too.",
+        "Run-length compression every DICOM reader decodes, dcmqi and Slicer's built-in SEG plugin too (2.77 MB).",
         PixelStorage.ENCAPSULATED, _RLE,
         readers="dcmqi, Slicer's built-in plugin, DCMTK, highdicom/pydicom, OHIF/cornerstone3D, this library",
     ),
     TransferSyntax.JPEG_2000: SyntaxRow(
         "1.2.840.10008.1.2.4.90", "JPEG 2000 lossless",
         "Widely supported by PACS and viewers (not DCMTK's free toolkit, not dcmqi); large for label maps "
-        "(4.7 MB) and slower to write.",
+        "(4.98 MB) and the slowest to write.",
         PixelStorage.ENCAPSULATED, _JPEG_2000, readers="highdicom/pydicom, OHIF/cornerstone3D, most PACS, this library",
     ),
     TransferSyntax.HTJ2K: SyntaxRow(
         "1.2.840.10008.1.2.4.201", "HTJ2K lossless",
         "High-Throughput JPEG 2000 for viewers that stream it (OHIF/cornerstone3D); large for label maps "
-        "(5.6 MB vs 1.13 MB JPEG-LS, 0.2 s); needs imagecodecs to write.",
+        "(5.87 MB, 0.2 s codec time); needs imagecodecs to write.",
         PixelStorage.ENCAPSULATED, _HTJ2K,
         readers="OHIF/cornerstone3D, pydicom with pylibjpeg-openjpeg, this library (imagecodecs or pylibjpeg-openjpeg)",
     ),
     TransferSyntax.JPEG_XL: SyntaxRow(
         "1.2.840.10008.1.2.4.110", "JPEG XL lossless",
-        f"Smallest of the fast choices (0.82 MB at effort {codecs.JPEG_XL_EFFORT}, 0.8 s; effort 7 would give "
-        "0.61 MB in 23-31 s); few readers yet (this library with imagecodecs); needs imagecodecs.",
+        f"Smallest (1.06 MB at libjxl effort {codecs.JPEG_XL_EFFORT}, 0.8 s codec time; effort 7 would save 0.2 MB "
+        "more but take 23-31 s); few readers yet (this library with imagecodecs); needs imagecodecs.",
         PixelStorage.ENCAPSULATED, _JPEG_XL, readers="this library (imagecodecs)", pydicom_keyword="JPEGXLLossless",
     ),
     TransferSyntax.FRAME_DEFLATE: SyntaxRow(
         "1.2.840.10008.1.2.8.1", "Deflated Image Frame Compression",
-        f"Each frame deflated (Supplement 244, made for segmentations): 0.91 MB at level {codecs.DEFLATE_LEVEL}, "
-        "1-bit BINARY too; new: pydicom 3.1+, cornerstone3D and this library read it, DCMTK 3.6.7, dcmqi and "
-        "highdicom 0.28 do not.",
+        f"Each frame deflated (Supplement 244, made for segmentations; BINARY too): 1.16 MB at level "
+        f"{codecs.DEFLATE_LEVEL}, 0.9 s codec time; new: pydicom 3.1+, recent cornerstone3D and this library read "
+        "it, DCMTK 3.6.7, dcmqi and highdicom 0.28 do not.",
         PixelStorage.ENCAPSULATED, _FRAME_DEFLATE, readers="pydicom 3.1+, cornerstone3D, this library",
         pydicom_keyword="DeflatedImageFrameCompression",
     ),
     TransferSyntax.DEFLATED: SyntaxRow(
         "1.2.840.10008.1.2.1.99", "Deflated explicit VR little endian",
-        "Whole file zlib-compressed; small, read by DCMTK and pydicom, but some viewers and dciodvfy cannot open it.",
+        "Whole file deflated (1.12 MB); read by DCMTK and pydicom, but some viewers and dciodvfy cannot open it.",
         PixelStorage.DATASET_DEFLATE, readers="DCMTK, highdicom/pydicom, this library",
     ),
     TransferSyntax.EXPLICIT: SyntaxRow(
         "1.2.840.10008.1.2.1", "Uncompressed (explicit VR little endian)",
-        "No compression: largest files (87.6 MB), readable by every DICOM tool.",
+        "No compression: largest files (87.8 MB), readable by every DICOM tool.",
         PixelStorage.NATIVE, readers="every DICOM tool",
     ),
 }
