@@ -6,7 +6,7 @@
 #   make test-compat core tests in .venv-compat, pinned to the packages Slicer 5.12 bundles
 #   make lint        ruff
 #   make bench       the benchmark (bench/run.py)
-#   make fuzz        fuzz the reader with atheris (FUZZ_SECONDS=300)
+#   make fuzz        fuzz the SEG, NRRD, NIfTI and label-table readers with atheris (FUZZ_SECONDS=300 each)
 #   make clean       caches and outputs; `make distclean` also removes the virtual environments
 #
 # Every target installs what it needs first (idempotent; a no-op when already done):
@@ -129,11 +129,17 @@ lint: setup-python
 bench: setup
 	$(PY) bench/run.py $(BENCH_ARGS)
 
-# Coverage-guided fuzzing of the reader with atheris (installed on demand: the `fuzz` extra).
+# Coverage-guided fuzzing with atheris (installed on demand: the `fuzz` extra): the SEG reader, then the
+# NRRD, NIfTI and label-table readers (FUZZ_SECONDS each; FUZZ_TARGETS to choose, e.g. FUZZ_TARGETS=nrrd).
 FUZZ_SECONDS ?= 300
+FUZZ_TARGETS ?= reader nrrd nifti labeltable
 fuzz: setup
 	@$(PY) -c 'import atheris' 2>/dev/null || $(PY) -m pip install --quiet -e ".[fuzz]"
-	$(PY) Testing/fuzz_reader.py -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS)
+	@set -e; for target in $(FUZZ_TARGETS); do \
+	  echo "== fuzzing $$target for $(FUZZ_SECONDS) s"; \
+	  if [ "$$target" = reader ]; then $(PY) Testing/fuzz_reader.py -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS); \
+	  else $(PY) Testing/fuzz_formats.py $$target -max_total_time=$(FUZZ_SECONDS) $(FUZZ_ARGS); fi; \
+	done
 
 ## ---- cleanup -------------------------------------------------------------------------------------
 
