@@ -138,6 +138,7 @@ def test_c_store_falls_back_to_binary_with_the_same_segments(orthanc, labelmap, 
     assert binary_uid is not None
     data = urllib.request.urlopen(f"{orthanc['http']}/instances/{binary_uid}/file").read()
     (tmp_path / "binary.dcm").write_bytes(data)
+    assert validators.dciodvfy_errors(tmp_path / "binary.dcm") == []
     first_layer = read_segmentation(labelmap[:1])
     back = _masks(read_segmentation(tmp_path / "binary.dcm"))
     expected = _masks(first_layer)
