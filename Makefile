@@ -4,7 +4,7 @@
 #   make test        the test suite (without the `slow` marker) + the Slicer 5.12 compatibility run
 #   make test-all    everything, slow tests included
 #   make test-compat core tests in .venv-compat, pinned to the packages Slicer 5.12 bundles
-#   make lint        ruff
+#   make lint        ruff and mypy (the library)
 #   make bench       the benchmark (bench/run.py)
 #   make fuzz        fuzz the SEG, NRRD, NIfTI and label-table readers with atheris (FUZZ_SECONDS=300 each)
 #   make clean       caches and outputs; `make distclean` also removes the virtual environments
@@ -125,6 +125,7 @@ test-all: setup
 
 lint: setup-python
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 bench: setup
 	$(PY) bench/run.py $(BENCH_ARGS)

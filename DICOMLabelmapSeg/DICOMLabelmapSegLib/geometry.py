@@ -14,10 +14,14 @@ are the one conversion between the two conventions.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Union
 
 import numpy as np
 
 from .errors import GeometryMismatchError
+
+#: A vector or list of numbers: a sequence of floats or a 1D numpy array.
+Vector = Union[Sequence[float], np.ndarray]
 
 #: LPS -> RAS (negate x and y); its own inverse.
 RAS_FROM_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -34,22 +38,22 @@ def affine_from_ijk_to_ras(matrix: np.ndarray) -> np.ndarray:
 
 
 def affine_from_plane(
-    image_position: Sequence[float],
-    image_orientation: Sequence[float],
-    pixel_spacing: Sequence[float],
-    slice_step: Sequence[float],
+    image_position: Vector,
+    image_orientation: Vector,
+    pixel_spacing: Vector,
+    slice_step: Vector,
 ) -> np.ndarray:
     """Build the 4x4 index ``(k, j, i)`` -> LPS affine of a stack of frames.
 
     Parameters
     ----------
-    image_position: Sequence[float]
+    image_position: Vector
         Image Position (Patient) of the first frame (k = 0).
-    image_orientation: Sequence[float]
+    image_orientation: Vector
         Image Orientation (Patient): six direction cosines (row, then column).
-    pixel_spacing: Sequence[float]
+    pixel_spacing: Vector
         Pixel Spacing: (spacing between rows, spacing between columns) in mm.
-    slice_step: Sequence[float]
+    slice_step: Vector
         Vector in mm from frame k to frame k + 1.
     """
     orientation = np.asarray(image_orientation, dtype=np.float64)
@@ -76,7 +80,7 @@ def frame_positions(affine: np.ndarray, number_of_frames: int) -> np.ndarray:
     return affine[:3, 3][None, :] + k * affine[:3, 0][None, :]
 
 
-def slice_normal(image_orientation: Sequence[float]) -> np.ndarray:
+def slice_normal(image_orientation: Vector) -> np.ndarray:
     """Unit normal of frames with this orientation (row cosines x column cosines)."""
     orientation = np.asarray(image_orientation, dtype=np.float64)
     normal = np.cross(orientation[:3], orientation[3:])
@@ -89,7 +93,7 @@ def slice_normal(image_orientation: Sequence[float]) -> np.ndarray:
 
 
 def slice_indices(
-    positions: np.ndarray, origin: Sequence[float], slice_step: Sequence[float], tolerance: float = 0.01
+    positions: np.ndarray, origin: Vector, slice_step: Vector, tolerance: float = 0.01
 ) -> np.ndarray:
     """Index k of each frame position along ``slice_step`` from ``origin``.
 

@@ -234,12 +234,12 @@ class LayerPacker:
     ----------
     shape: tuple[int, int, int]
         The ``(k, j, i)`` shape of every layer.
-    before_new_layer: Callable[[int], None] | None
+    before_new_layer: Callable[[int], object] | None
         Called with the number of layers there will be before a new layer is allocated (to
         refuse an implausible size with the caller's message).
     """
 
-    def __init__(self, shape: Sequence[int], before_new_layer: Callable[[int], None] | None = None) -> None:
+    def __init__(self, shape: Sequence[int], before_new_layer: Callable[[int], object] | None = None) -> None:
         self.shape = (int(shape[0]), int(shape[1]), int(shape[2]))
         self._before_new_layer = before_new_layer
         self._layers: list[Layer] = []

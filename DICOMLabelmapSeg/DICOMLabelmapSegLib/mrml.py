@@ -273,7 +273,8 @@ def _reference_grid(
         matrix = vtk.vtkMatrix4x4()
         extent = [0, -1, 0, -1, 0, -1]
         if slicer.vtkSegmentationConverter.DeserializeImageGeometry(parameter, matrix, extent):
-            grid = _Grid(toFrame @ _numpy_matrix(matrix), tuple(int(e) for e in extent))
+            e = [int(v) for v in extent]
+            grid = _Grid(toFrame @ _numpy_matrix(matrix), (e[0], e[1], e[2], e[3], e[4], e[5]))
             if not grid.empty:
                 return grid
         logger.warning("Ignoring unusable reference image geometry %r", parameter)
@@ -329,7 +330,7 @@ def _integer_offset(reference: _Grid, other: _Grid, tolerance: float = 1e-3) -> 
     rounded = np.rint(translation)
     if not np.allclose(translation, rounded, atol=tolerance, rtol=0):
         return None
-    return tuple(int(t) for t in rounded)
+    return int(rounded[0]), int(rounded[1]), int(rounded[2])
 
 
 def _labels_on_grid(
@@ -497,6 +498,12 @@ def _numpy_matrix(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
     return np.array([[matrix.GetElement(row, column) for column in range(4)] for row in range(4)])
 
 
+def _rgb255(color: Sequence[float]) -> tuple[int, int, int]:
+    """8-bit sRGB of a VTK color (floats 0..1)."""
+    red, green, blue = (int(round(min(max(float(c), 0.0), 1.0) * 255)) for c in color)
+    return red, green, blue
+
+
 def _segment_from_vtk(segment: slicer.vtkSegment, segmentId: str) -> Segment:
     """Model segment from a vtkSegment's name, color, label value, terminology and DICOM tags."""
     name = segment.GetName() or segmentId
@@ -505,7 +512,7 @@ def _segment_from_vtk(segment: slicer.vtkSegment, segmentId: str) -> Segment:
     return Segment(
         label_value=segment.GetLabelValue(),
         name=name,
-        color=tuple(int(round(min(max(float(c), 0.0), 1.0) * 255)) for c in segment.GetColor()),
+        color=_rgb255(segment.GetColor()),
         **segment_fields_from_tags(tags, f"Segment '{name}'"),
     )
 

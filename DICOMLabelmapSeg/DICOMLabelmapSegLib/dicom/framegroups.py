@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 
 PER_FRAME_FUNCTIONAL_GROUPS = 0x52009230
@@ -109,7 +110,7 @@ def group_from_item(item: Dataset) -> FrameGroup:
 def _raw_explicit_little_endian_value(ds: Dataset, tag: int) -> bytes | bytearray | None:
     """The undecoded bytes of element ``tag`` if pydicom has not parsed it yet and it is explicit VR LE."""
     raw = ds.get_item(tag)
-    if not hasattr(raw, "is_implicit_VR") or raw.is_implicit_VR or not raw.is_little_endian:
+    if not isinstance(raw, RawDataElement) or raw.is_implicit_VR or not raw.is_little_endian:
         return None
     value = raw.value
     return value if isinstance(value, (bytes, bytearray)) else None

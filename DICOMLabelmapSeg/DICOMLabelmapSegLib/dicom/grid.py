@@ -105,7 +105,11 @@ def series_grid(
         raise GeometryMismatchError("Some instances of the series have frame positions and others do not.")
     orientation = first.planes.orientation
     spacing = first.planes.pixel_spacing
+    if orientation is None or spacing is None:  # header.py refuses frame positions without them
+        raise GeometryMismatchError(f"{instance_name(first.instance)} has frame positions but no plane orientation.")
     for header in headers[1:]:
+        if header.planes.orientation is None or header.planes.pixel_spacing is None:
+            raise GeometryMismatchError(f"{instance_name(header.instance)} has frame positions but no orientation.")
         if not np.allclose(header.planes.orientation, orientation, atol=1e-4) or not np.allclose(
             header.planes.pixel_spacing, spacing, rtol=1e-4, atol=1e-6
         ):
@@ -114,7 +118,7 @@ def series_grid(
                 f"{instance_name(first.instance)}; the layers of one segmentation must share one geometry."
             )
     normal = slice_normal(orientation)
-    positions = np.concatenate([h.planes.positions for h in headers])
+    positions = np.concatenate([h.planes.positions for h in headers if h.planes.positions is not None])
     distances = positions @ normal
     tolerance = min(1e-3, 0.01 * float(spacing.min()))
     ordered = np.sort(distances)

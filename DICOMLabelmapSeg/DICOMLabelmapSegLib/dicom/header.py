@@ -435,19 +435,20 @@ def _frame_functional_groups(
         raise GeometryMismatchError(
             f"{where}: the frames have different orientations or pixel spacings; they do not form one volume."
         )
-    orientation = orientations[0] if orientations else None
-    spacing = spacings[0] if spacings else None
-    if spacing is not None and np.any(spacing <= 0):
-        raise InvalidDicomFileError(f"{where} has Pixel Spacing {spacing.tolist()}; spacings must be positive.")
-    if with_position and (orientation is None or spacing is None):
-        missing = "Image Orientation (Patient)" if orientation is None else "Pixel Spacing"
+    frame_orientation = orientations[0] if orientations else None
+    pixel_spacing = spacings[0] if spacings else None
+    if pixel_spacing is not None and np.any(pixel_spacing <= 0):
+        raise InvalidDicomFileError(f"{where} has Pixel Spacing {pixel_spacing.tolist()}; spacings must be positive.")
+    if with_position and (frame_orientation is None or pixel_spacing is None):
+        missing = "Image Orientation (Patient)" if frame_orientation is None else "Pixel Spacing"
         raise InvalidDicomFileError(
             f"{where} has frame positions but no {missing} (Plane Orientation / Pixel Measures functional group); "
             "the file is invalid."
         )
-    if orientation is not None:
-        _check_orientation(orientation, where)
-    planes = Planes(orientation, spacing, between or None, thickness or None, positions if with_position else None)
+    if frame_orientation is not None:
+        _check_orientation(frame_orientation, where)
+    planes = Planes(frame_orientation, pixel_spacing, between or None, thickness or None,
+                    positions if with_position else None)
     return planes, frame_segments, source_uids
 
 

@@ -377,7 +377,7 @@ def _run_frames(ds: pydicom.Dataset, layout: FrameLayout, workers: int, allow_lo
 def decode_labelmap_frames(
     ds: pydicom.Dataset,
     layout: FrameLayout,
-    slice_of_frame: Sequence[int],
+    slice_of_frame: Sequence[int] | np.ndarray,
     out: np.ndarray,
     padding_value: int | None = None,
     workers: int = 1,

@@ -629,7 +629,8 @@ def _read_binary_layers(
                 k = int(indices[f])
                 planes[k] = planes[k] | frames[f] if k in planes else frames[f]
             masks.append((header.segments[number], planes))
-        unknown = sorted(set(header.frame_segments.tolist()) - set(header.segments))
+        frame_segments = header.frame_segments if header.frame_segments is not None else np.zeros(0, np.int64)
+        unknown = sorted(set(frame_segments.tolist()) - set(header.segments))
         if unknown:
             raise UndescribedLabelError(
                 f"{instance_name(header.instance)}: frames reference segment numbers {unknown[:10]} that the Segment "

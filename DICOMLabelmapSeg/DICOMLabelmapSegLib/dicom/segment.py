@@ -322,7 +322,7 @@ def segment_from_description(item: Dataset, color: tuple[int, int, int] | None =
     if (tracking_id is None) != (tracking_uid is None):
         logger.warning("Segment %d has only one of Tracking ID and Tracking UID; both ignored.", number)
         tracking_id = tracking_uid = None
-    kwargs = {} if color is None else {"color": tuple(color)}
+    kwargs = {} if color is None else {"color": (int(color[0]), int(color[1]), int(color[2]))}
     return Segment(
         label_value=number,
         name=str(item.get("SegmentLabel", "") or ""),

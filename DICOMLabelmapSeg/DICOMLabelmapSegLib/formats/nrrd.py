@@ -12,13 +12,14 @@ import logging
 import os
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 
 from ..errors import ImplausibleSizeError
+from ..geometry import Vector
 from ..inputs import open_regular
 from .labeltable import LabelFileError
 from .volumes import check_size
@@ -44,7 +45,7 @@ _LPS_FROM_SPACE = {
 }
 
 
-NRRD_TYPES = {
+NRRD_TYPES: dict[np.dtype, tuple[str, ...]] = {
     np.dtype("int8"): ("signed char", "int8", "int8_t"),
     np.dtype("uint8"): ("uchar", "unsigned char", "uint8", "uint8_t"),
     np.dtype("int16"): ("short", "short int", "signed short", "signed short int", "int16", "int16_t"),
@@ -58,7 +59,7 @@ NRRD_TYPES = {
 }
 
 
-_DTYPE_FROM_NRRD = {name: dtype for dtype, names in NRRD_TYPES.items() for name in names}
+_DTYPE_FROM_NRRD: dict[str, np.dtype] = {name: dtype for dtype, names in NRRD_TYPES.items() for name in names}
 
 
 def read_nrrd_header_file(path: Path) -> tuple[dict[str, str], int]:
@@ -69,7 +70,7 @@ def read_nrrd_header_file(path: Path) -> tuple[dict[str, str], int]:
         raise LabelFileError(f"Cannot read {path}: {error.strerror or error}") from None
 
 
-def _read_nrrd_header(handle: BinaryIO, path: Path) -> tuple[dict[str, str], int]:
+def _read_nrrd_header(handle: IO[bytes], path: Path) -> tuple[dict[str, str], int]:
     """Header fields (``key: value`` and ``key:=value`` alike) and the header's byte length."""
     magic = handle.readline(64)
     if not magic.startswith(b"NRRD000"):
@@ -155,7 +156,7 @@ def _header_int(header: Mapping[str, str], names: tuple[str, ...], path: Path, l
     return value
 
 
-def _read_nrrd_payload(header: Mapping[str, str], handle: BinaryIO, count: int, itemsize: int, path: Path) -> Any:
+def _read_nrrd_payload(header: Mapping[str, str], handle: IO[bytes], count: int, itemsize: int, path: Path) -> Any:
     nbytes = count * itemsize
     for _ in range(_header_int(header, ("line skip", "lineskip"), path, 0, MAX_HEADER_BYTES)):
         if not handle.readline(MAX_HEADER_BYTES):  # the file ends: the data is missing
@@ -176,7 +177,7 @@ def _read_nrrd_payload(header: Mapping[str, str], handle: BinaryIO, count: int, 
             handle.seek(-nbytes, os.SEEK_END)
         elif byte_skip > 0:
             handle.seek(byte_skip, os.SEEK_CUR)
-        raw = handle.read(nbytes)
+        raw: bytes | bytearray = handle.read(nbytes)
     elif encoding in ("gzip", "gz", "bzip2", "bz2"):
         if byte_skip < 0:
             raise LabelFileError(f"{path.name}: 'byte skip: -1' with compressed data is not supported.")
@@ -193,7 +194,7 @@ def _read_nrrd_payload(header: Mapping[str, str], handle: BinaryIO, count: int, 
     return raw
 
 
-def _bounded_decompress(decompressor: Any, handle: BinaryIO, limit: int, path: Path) -> bytearray:
+def _bounded_decompress(decompressor: Any, handle: IO[bytes], limit: int, path: Path) -> bytearray:
     """Decompress at most ``limit`` bytes (a small file cannot make us allocate more)."""
     out = bytearray()
     pending = b""
@@ -325,7 +326,7 @@ def nrrd_number(value: float) -> str:
     return "0" if value == 0 else repr(value)
 
 
-def nrrd_vector(values: Sequence[float]) -> str:
+def nrrd_vector(values: Vector) -> str:
     return "(" + ",".join(nrrd_number(v) for v in values) + ")"
 
 
