@@ -177,6 +177,20 @@ def test_real_seg_files_of_other_tools(data_dir, relative, kind, confidence, seg
     assert f"{segments} segment" in specs[0].name
 
 
+def test_seg_the_header_parser_refuses_is_offered_with_the_reason(tmp_path):
+    """examine uses the library's one header parser: what it refuses is shown (warning), never preselected."""
+    ct = _ct(tmp_path)
+    seg = _seg_series(tmp_path, ct)
+    ds = pydicom.dcmread(seg[0])
+    del ds.SegmentSequence
+    ds.save_as(seg[0])
+    spec = examine.loadableSpecsForFiles(map(str, seg))[0]
+    assert not spec.selected and spec.confidence == examine.UNSUPPORTED_CONFIDENCE
+    assert "lacks the Segment Sequence" in spec.warning, spec.warning
+    header = examine.readSegHeader(str(seg[1]))
+    assert header.problem == "" and header.segment_count == 2 and header.segmentation_type == "LABELMAP"
+
+
 def test_two_series_give_two_loadables(tmp_path):
     ct = _ct(tmp_path)
     first = _seg_series(tmp_path / "a", ct, series_description="First")

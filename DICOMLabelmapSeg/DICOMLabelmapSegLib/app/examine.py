@@ -69,6 +69,7 @@ class SegHeader:
     frame_of_reference_uid: str = ""
     referenced_series_uid: str = ""
     referenced_instance_uids: tuple[str, ...] = ()
+    problem: str = ""  # why the header parser refuses the file ('' if it reads it)
 
 
 @dataclass
@@ -102,25 +103,35 @@ def isSegFile(path: str, fileValue: FileValue) -> bool:
 
 
 def readSegHeader(path: str) -> SegHeader | None:
-    """Read the header of a SEG file (no pixel data); None if it is not a readable SEG file.
+    """Read the header of a SEG file (no pixel data); None if it is not a SEG file.
 
-    Uses only pydicom API that exists in both pydicom 2.4 (bundled with Slicer 5.8/5.10) and 3.x.
+    The segment and type facts come from the library's one header parser (:func:`..dicom.header.parse_header`),
+    which needs neither highdicom nor pydicom 3, so this works in Slicer 5.10 before the user agreed to
+    install them. A SEG whose header the parser refuses is still returned, with :attr:`SegHeader.problem`.
     """
     import pydicom
 
-    keywords = [
-        "SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "SeriesDescription", "SeriesNumber",
-        "StudyInstanceUID", "FrameOfReferenceUID", "SegmentationType", "SegmentSequence",
-        "ReferencedSeriesSequence", "Modality",
-    ]
+    from ..dicom.header import Instance, parse_header, sop_class
+    from ..errors import LabelmapSegError
+
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=keywords)
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
     except Exception as error:  # any unreadable file is simply not ours to load
         logger.debug("Not a readable DICOM file %s: %s", path, error)
         return None
-    sopClassUID = str(ds.get("SOPClassUID", ""))
+    sopClassUID = sop_class(ds)
     if sopClassUID not in SEG_SOP_CLASSES:
         return None
+    fileMeta = getattr(ds, "file_meta", None)
+    transferSyntaxUID = str(fileMeta.get("TransferSyntaxUID", "")) if fileMeta is not None else ""
+    segmentationType, segmentCount, problem = str(ds.get("SegmentationType", "")).upper(), 0, ""
+    try:
+        parsed = parse_header(Instance(ds, str(path)))
+    except LabelmapSegError as error:
+        problem = str(error)
+    else:
+        segmentationType, segmentCount = parsed.segmentation_type.value, len(parsed.segments)
+        transferSyntaxUID = parsed.transfer_syntax_uid
     referencedSeriesUID = ""
     referencedInstanceUIDs: list[str] = []
     for item in ds.get("ReferencedSeriesSequence", None) or []:
@@ -130,16 +141,13 @@ def readSegHeader(path: str) -> SegHeader | None:
             uid = str(instance.get("ReferencedSOPInstanceUID", ""))
             if uid:
                 referencedInstanceUIDs.append(uid)
-    fileMeta = getattr(ds, "file_meta", None)
-    transferSyntaxUID = str(fileMeta.get("TransferSyntaxUID", "")) if fileMeta is not None else ""
     return SegHeader(
         path=str(path),
         sop_class_uid=sopClassUID,
         sop_instance_uid=str(ds.get("SOPInstanceUID", "")),
         series_instance_uid=str(ds.get("SeriesInstanceUID", "")),
-        segmentation_type=str(ds.get("SegmentationType", "")).upper(),
-        # Segment number 0 is the background of LABELMAP SEGs (highdicom, dcmqi); not a segment for the user.
-        segment_count=sum(1 for item in ds.get("SegmentSequence", None) or [] if item.get("SegmentNumber", 1) != 0),
+        segmentation_type=segmentationType,
+        segment_count=segmentCount,
         transfer_syntax_uid=transferSyntaxUID,
         series_description=str(ds.get("SeriesDescription", "") or ""),
         series_number=str(ds.get("SeriesNumber", "") or ""),
@@ -147,6 +155,7 @@ def readSegHeader(path: str) -> SegHeader | None:
         frame_of_reference_uid=str(ds.get("FrameOfReferenceUID", "")),
         referenced_series_uid=referencedSeriesUID,
         referenced_instance_uids=tuple(referencedInstanceUIDs),
+        problem=problem,
     )
 
 
@@ -208,8 +217,9 @@ def loadableSpecForSeries(headers: Sequence[SegHeader], pythonVersion: Sequence[
         tooltip += f" Loading first installs the Python package(s) {', '.join(missing)} (you are asked)."
     warning = ""
     selected = True
-    problem = environmentProblem(pythonVersion)
-    if problem:
+    refused = next((h.problem for h in headers if h.problem), "")
+    problem = environmentProblem(pythonVersion) or refused
+    if problem:  # offered so that the user sees why, never preselected
         confidence, selected, warning = UNSUPPORTED_CONFIDENCE, False, problem
     return LoadableSpec(
         files=[h.path for h in headers],
