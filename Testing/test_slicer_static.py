@@ -737,3 +737,13 @@ def test_use_cases_are_qt_and_slicer_free_and_the_hierarchy_has_one_route():
     assert placing == ["mrml.py"], placing
     shell = (MODULE_DIR / "DICOMLabelmapSeg.py").read_text() + (MODULE_DIR / "DICOMLabelmapSegPlugin.py").read_text()
     assert "InsertDicomSeriesInHierarchy" not in shell and "CreateStudyItem" not in shell
+
+
+def test_examining_uses_the_one_header_parser():
+    """No second SEG header parser in the Slicer layer: segments and type come from dicom/header.py."""
+    source = (APP_DIR / "examine.py").read_text()
+    assert "parse_header(" in source
+    for keyword in ("SegmentSequence", "SegmentNumber", "SegmentedPropertyCategoryCodeSequence"):
+        assert keyword not in source, f"examine.py reads {keyword} itself"
+    shell = (MODULE_DIR / "DICOMLabelmapSegPlugin.py").read_text()
+    assert "dcmread" not in shell and "SegmentSequence" not in shell
