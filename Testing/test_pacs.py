@@ -164,3 +164,21 @@ def test_convert_then_send_reports_what_was_sent(orthanc, data_dir, tmp_path, ca
                      "--send", orthanc["dimse"], "-j", "1"])
     err = capsys.readouterr().err
     assert code == 1 and "--fallback binary" in err
+
+
+def test_export_then_send_over_stow_rs(orthanc, tmp_path, capsys) -> None:
+    from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
+    from DICOMLabelmapSegLib.formats import fileio
+    from DICOMLabelmapSegLib.model import Geometry
+    from synthetic import make_affine, make_ct_series, make_segmentation
+
+    make_ct_series(tmp_path / "ct", shape=(3, 8, 9), affine=make_affine())
+    geometry = geometry_from_source(read_source_series(tmp_path / "ct"))
+    seg = fileio.write_seg_nrrd(make_segmentation(Geometry(geometry.shape, geometry.affine), layers=[[1, 2]], seed=1),
+                                tmp_path / "s.seg.nrrd")
+    before = len(_instances(orthanc["http"]))
+    code = cli.main(["export", str(seg), "-r", str(tmp_path / "ct"), "-o", str(tmp_path / "out"),
+                     "--send", orthanc["dicomweb"]])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "sent 1 file(s) to http://127.0.0.1" in err and len(_instances(orthanc["http"])) == before + 1

@@ -69,6 +69,8 @@ class ExportCase:
     algorithm_name: str | None = None
     overwrite: bool = False
     terminology_map: str | None = None
+    send: str | None = None
+    fallback: str | None = None
 
     @property
     def output_paths(self) -> tuple[str, ...]:
@@ -86,6 +88,8 @@ class ImportCase:
     output_format: str = "seg.nrrd"
     fractional_threshold: float = 0.5
     workers: int = 0
+    max_bytes: int | None = None  # reader sanity bounds (None: the reader's defaults)
+    max_slices: int | None = None
 
     @property
     def output_paths(self) -> tuple[str, ...]:
@@ -149,7 +153,11 @@ def run_case(case: Case, debug: bool = False, progress: Progress | None = None) 
         else:
             from .convert import run_convert_case
 
-            outputs, skipped, notes = run_convert_case(case, progress)
+            outputs, skipped = run_convert_case(case, progress)
+        if getattr(case, "send", None):
+            from ..pacs import send_files
+
+            notes.append(send_files([str(p) for p in outputs], case.send, fallback=case.fallback).summary())
         return CaseResult(
             case.name, tuple(str(p) for p in outputs), seconds=time.monotonic() - start, skipped=skipped,
             inputs=case.inputs, notes=tuple(notes),

@@ -164,15 +164,14 @@ def complete_series(files: list[Path]) -> bool:
     return sorted(numbers) == list(range(1, len(numbers) + 1))
 
 
-def run_convert_case(case: Any, progress: Any) -> tuple[list[Path], bool, list[str]]:
-    """Convert one series (or skip it when its output is complete); send it if asked."""
+def run_convert_case(case: Any, progress: Any) -> tuple[list[Path], bool]:
+    """Convert one series (or skip it when its output is complete): (files, skipped)."""
     from ..app.convert import convert_series, expected_series_uid
     from .export import check_output_folder, existing_seg_series
 
     output = Path(case.output_dir)
     expected = expected_series_uid(case.inputs, case.settings) if case.settings.deterministic else None
     existing = existing_seg_series(output)
-    notes: list[str] = []
     if expected and expected in existing and case.resume and complete_series(existing[expected][0]):
         written, skipped = existing[expected][0], True
     else:
@@ -183,8 +182,4 @@ def run_convert_case(case: Any, progress: Any) -> tuple[list[Path], bool, list[s
         for path in replaced:
             if path not in written:
                 path.unlink(missing_ok=True)
-    if case.send:
-        from ..pacs import send_files
-
-        notes.append(send_files([str(p) for p in written], case.send, fallback=case.fallback).summary())
-    return written, skipped, notes
+    return written, skipped

@@ -43,6 +43,9 @@ def add_parser(subparsers: Any, parents: Sequence[argparse.ArgumentParser] = ())
     )
     parser.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="Folder for the SEG file(s).")
     add_export_options(parser)
+    parser.add_argument("--send", metavar="URL", help="Send the written series to this receiver (see 'send').")
+    parser.add_argument("--fallback", choices=["none", "binary"], default="none",
+                        help="If the receiver refuses LABELMAP: 'binary' sends a BINARY SEG of the same segments.")
     return parser
 
 
@@ -110,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
             labels=args.labels, terminology_json=tuple(args.terminology_json or ()), syntax=args.syntax,
             palette=args.palette, series_description=args.series_description, series_number=args.series_number,
             algorithm_type=args.algorithm_type, algorithm_name=args.algorithm_name, overwrite=args.overwrite,
-            terminology_map=args.terminology_map,
+            terminology_map=args.terminology_map, send=args.send,
+            fallback=None if args.fallback == "none" else args.fallback,
         ))
     reporter = Reporter(quiet=args.quiet, debug=args.debug)
     return finish(run_cases(cases, args.jobs, reporter, args.debug), reporter)
