@@ -315,14 +315,36 @@ def _import_cases() -> list[HostileCase]:
         (scratch / "seg" / f".{files[0].name}.0a1b2c3d.partial").write_bytes(data[: len(data) // 2])
         return ["import", str(scratch / "seg"), "-o", str(scratch / "out" / "x.nii.gz"), "-q"]
 
-    def sparse(scratch: Path, labels: np.ndarray) -> list[str]:
-        files = _exported(scratch, labels)
-        ds = pydicom.dcmread(files[0])
-        item = ds.PerFrameFunctionalGroupsSequence[-1].PlanePositionSequence[0]
-        position = [float(v) for v in item.ImagePositionPatient]
-        item.ImagePositionPatient = [position[0], position[1], position[2] + 2.0 * 6_700_000]
-        ds.save_as(files[0], enforce_file_format=False)
-        return ["import", str(scratch / "seg"), "-o", str(scratch / "out" / "x.seg.nrrd"), "-q"]
+    def sparse(slices: int = 6_700_000, *more: str) -> Callable[[Path, np.ndarray], list[str]]:
+        def build(scratch: Path, labels: np.ndarray) -> list[str]:
+            files = _exported(scratch, labels)
+            ds = pydicom.dcmread(files[0])
+            item = ds.PerFrameFunctionalGroupsSequence[-1].PlanePositionSequence[0]
+            position = [float(v) for v in item.ImagePositionPatient]
+            item.ImagePositionPatient = [position[0], position[1], position[2] + 2.0 * slices]
+            ds.save_as(files[0], enforce_file_format=False)
+            return ["import", str(scratch / "seg"), "-o", str(scratch / "out" / "x.seg.nrrd"), "-q", *more]
+
+        return build
+
+    def normal(*more: str) -> Callable[[Path, np.ndarray], list[str]]:
+        def build(scratch: Path, labels: np.ndarray) -> list[str]:
+            _exported(scratch, labels)
+            return ["import", str(scratch / "seg"), "-o", str(scratch / "out" / "x.seg.nrrd"), "-q", *more]
+
+        return build
+
+    def slices_of_output(expected: int) -> Callable[[Path, Result], list[str]]:
+        def check(scratch: Path, result: Result) -> list[str]:
+            from DICOMLabelmapSegLib.formats.fileio import read_seg_nrrd
+
+            written = scratch / "out" / "x.seg.nrrd"
+            if not written.exists():
+                return ["no output written"]
+            shape = read_seg_nrrd(written).geometry.shape
+            return [] if shape[0] == expected else [f"{shape[0]} slices, expected {expected}"]
+
+        return check
 
     def giant_frames(scratch: Path, labels: np.ndarray) -> list[str]:
         # eight frames that claim 16384 x 16384 pixels each (2 GiB of labels) in a file of a few KB
@@ -408,8 +430,31 @@ def _import_cases() -> list[HostileCase]:
         HostileCase(
             "frames-millions-of-slices-apart",
             "grids",
-            _with_reference(sparse),
-            must_mention=("slices",),
+            _with_reference(sparse()),
+            must_mention=("slices", "--max-slices"),
+            check=_no_output,
+        ),
+        # a raised slice limit still meets the memory bound (15 million slices of 10 x 12 bytes: 1.8 GB)
+        HostileCase(
+            "frames-millions-of-slices-apart-raised-limit",
+            "grids",
+            _with_reference(sparse(15_000_000, "--max-slices", "100000000")),
+            must_mention=("GiB", "--max-memory"),
+            check=_no_output,
+        ),
+        # what the limits refuse, they allow when raised: 20,000 slices apart with --max-slices 30000
+        HostileCase(
+            "frames-20000-slices-apart-with-raised-limit",
+            "grids",
+            _with_reference(sparse(20_000, "--max-slices", "30000")),
+            "ok",
+            check=slices_of_output(SHAPE[0] + 20_000),
+        ),
+        HostileCase(
+            "import-under-a-tiny-memory-limit",
+            "grids",
+            _with_reference(normal("--max-memory", "100")),
+            must_mention=("the given limit",),
             check=_no_output,
         ),
         HostileCase("frames-claiming-16384-squared", "grids", _with_reference(giant_frames), check=_no_output),

@@ -59,6 +59,27 @@ def add_import_options(parser: argparse.ArgumentParser) -> None:
                        help="Frame decoding threads per case (separate from --jobs, the parallel cases).")
     group.add_argument("--fractional-threshold", type=fractional_threshold, default=0.5, metavar="T",
                        help="FRACTIONAL SEGs: a voxel belongs to a segment when its fraction is at least T (0-1].")
+    group.add_argument("--max-memory", type=memory_size, default=None, metavar="SIZE",
+                       help="Memory one case may allocate, e.g. 8G or 500M (default: 75%% of what is available). "
+                            "Raise it for really large segmentations; damaged headers are refused below it.")
+    group.add_argument("--max-slices", type=positive_int, default=None, metavar="N",
+                       help="Slices the grid may have (default: max(10000, 100 x the slices with frames)), so that "
+                            "a few frames millions of slices apart (a damaged position) are refused.")
+
+
+def memory_size(text: str) -> int:
+    """argparse type: bytes, with an optional K/M/G/T suffix (powers of 1024)."""
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    number, unit = text.strip().upper().rstrip("B"), ""
+    if number and number[-1] in units:
+        number, unit = number[:-1], number[-1]
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a size such as 8G or 500M") from None
+    if not 0 < value < 2**63:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"'{text}' must be a positive size")
+    return int(value)
 
 
 def is_directory_target(output: str) -> bool:
@@ -82,11 +103,13 @@ def run(args: argparse.Namespace) -> int:
         )
     if not output_is_dir:
         cases = [ImportCase(name=case_name(inputs[0]), inputs=tuple(inputs), output=output,
-                            fractional_threshold=args.fractional_threshold, workers=args.threads)]
+                            fractional_threshold=args.fractional_threshold, workers=args.threads,
+                            max_bytes=args.max_memory, max_slices=args.max_slices)]
     else:
         cases = [
             ImportCase(name=name, inputs=(input_path,), output=output, output_is_dir=True, output_format=args.format,
-                       fractional_threshold=args.fractional_threshold, workers=args.threads)
+                       fractional_threshold=args.fractional_threshold, workers=args.threads,
+                       max_bytes=args.max_memory, max_slices=args.max_slices)
             for input_path, name in zip(inputs, unique_names(inputs))
         ]
     reporter = Reporter(quiet=args.quiet, debug=args.debug)
@@ -107,7 +130,9 @@ def run_import_case(case: Any, progress: Any) -> list[Any]:
     if progress:
         progress(0.0, "reading")
     sources: Any = case.inputs[0] if len(case.inputs) == 1 else list(case.inputs)
-    segmentations = read_segmentations(sources, fractional_threshold=case.fractional_threshold, workers=case.workers)
+    segmentations = read_segmentations(sources, fractional_threshold=case.fractional_threshold, workers=case.workers,
+                                       max_bytes=getattr(case, "max_bytes", None),
+                                       max_slices=getattr(case, "max_slices", None))
     if not segmentations:
         raise LabelmapSegError(no_segmentation_message(case.inputs))
     if not case.output_is_dir and len(segmentations) > 1:

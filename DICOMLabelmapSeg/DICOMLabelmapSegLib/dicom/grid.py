@@ -69,10 +69,18 @@ def check_bytes(needed: int, what: str, max_bytes: int | None = None) -> None:
     if limit is not None and needed > limit:
         source = "the given limit" if max_bytes is not None else f"{MEMORY_SHARE:.0%} of the memory available now"
         raise ImplausibleSizeError(
-            f"Reading {what} would need about {needed / 2**30:.2f} GiB, more than {source} "
-            f"({limit / 2**30:.2f} GiB). The header may be damaged; if the data is really this large, free memory or "
-            "raise the limit (max_bytes; CLI --max-memory)."
+            f"Reading {what} would need about {_size(needed)}, more than {source} ({_size(limit)}). The header "
+            "may be damaged; if the data is really this large, free memory or raise the limit (max_bytes; CLI "
+            "--max-memory)."
         )
+
+
+def _size(count: int) -> str:
+    """A byte count for messages: 1.68 GiB, 12.0 MiB, 600 bytes."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.3g} {unit}"
+    return f"{count} bytes"
 
 
 def check_sparse(slices: int, frames: int, max_slices: int | None = None) -> None:
