@@ -382,6 +382,14 @@ def _header_damage(builder: _CorpusBuilder, label: str, seed: Path) -> None:
     builder.add_dataset(f"{label}/bits-allocated-12", seed, set_value("BitsAllocated", 12), ANY_ERROR)
     builder.add_dataset(f"{label}/bits-allocated-64", seed, set_value("BitsAllocated", 64), ANY_ERROR)
     builder.add_dataset(f"{label}/samples-per-pixel-3", seed, set_value("SamplesPerPixel", 3), ANY_ERROR)
+    # Pixel attributes a segmentation type fixes (values >= 128 of a signed FRACTIONAL turn negative, ...).
+    builder.add_dataset(f"{label}/pixel-representation-1", seed, set_value("PixelRepresentation", 1), FILE_ERRORS)
+    builder.add_dataset(f"{label}/bits-stored-lower", seed, _bits_stored_lower, FILE_ERRORS)
+    builder.add_dataset(f"{label}/high-bit-0", seed, _high_bit_zero, FILE_ERRORS)
+    builder.add_dataset(
+        f"{label}/photometric-monochrome1", seed, set_value("PhotometricInterpretation", "MONOCHROME1"), FILE_ERRORS
+    )
+    builder.add_dataset(f"{label}/photometric-rgb", seed, set_value("PhotometricInterpretation", "RGB"), FILE_ERRORS)
 
     # SOP class and segmentation type.
     builder.add_dataset(
@@ -402,6 +410,10 @@ def _header_damage(builder: _CorpusBuilder, label: str, seed: Path) -> None:
         lenient = header.get("SegmentationType") != "LABELMAP"
         builder.add_dataset(f"{label}/positions-duplicate", seed, _positions_duplicate, ANY_ERROR, may_load=lenient)
     builder.add_dataset(f"{label}/positions-garbage", seed, _positions_garbage, ANY_ERROR)
+    if int(header.get("NumberOfFrames", 1)) >= 2:  # a sparse grid of millions of empty slices is refused
+        builder.add_dataset(
+            f"{label}/positions-millions-of-slices-apart", seed, _positions_far_apart, SIZE_ERRORS + GEOMETRY_ERRORS
+        )
     builder.add_dataset(f"{label}/orientation-degenerate", seed, _orientation_degenerate, ANY_ERROR)
     builder.add_dataset(f"{label}/spacing-zero", seed, _spacing_zero, ANY_ERROR)
 
@@ -442,6 +454,29 @@ def _positions_off_grid(ds: Dataset) -> None:
 def _positions_duplicate(ds: Dataset) -> None:
     positions = _frame_positions(ds)
     positions[-1].ImagePositionPatient = list(positions[0].ImagePositionPatient)
+
+
+def _bits_stored_lower(ds: Dataset) -> None:
+    bits = int(ds.BitsAllocated)
+    if bits > 1:
+        ds.BitsStored, ds.HighBit = bits - 1, bits - 2
+    else:  # BINARY: Bits Stored 1 is the only value; a lie the other way
+        ds.BitsStored, ds.HighBit = 8, 7
+
+
+def _high_bit_zero(ds: Dataset) -> None:
+    ds.HighBit = 0 if int(ds.BitsAllocated) > 1 else 7
+
+
+def _positions_far_apart(ds: Dataset) -> None:
+    """The last frame moved 6.7 million slice spacings away along the slice normal."""
+    items = _frame_positions(ds)
+    first, last = (np.array([float(v) for v in item.ImagePositionPatient]) for item in (items[0], items[-1]))
+    step = last - first
+    if not np.any(step):
+        step = np.array([0.0, 0.0, 1.0])
+    far = last + step / max(len(items) - 1, 1) * 6_700_000
+    items[-1].ImagePositionPatient = [f"{v:.12g}"[:16] for v in far]
 
 
 def _positions_garbage(ds: Dataset) -> None:
