@@ -390,16 +390,29 @@ def test_near_lossless_and_irreversible_code_streams_are_refused_unless_allowed(
     frames = ds.pixel_array.reshape(2, 38, 24)
     near = [bytes(imagecodecs.jpegls_encode(f, level=2)) for f in frames]
     assert codecs.jpeg_ls_header(near[0]).near == 2
-    with pytest.raises(CorruptPixelDataError, match="near-lossless"):
+    with pytest.raises(LossyPixelDataError, match="Frame 1 of 2: .*near-lossless .*allow_lossy=True"):
         read_segmentation(with_fragments(ds, near, TransferSyntax.JPEG_LS.uid))
     irreversible = [bytes(imagecodecs.jpeg2k_encode(f, level=30, reversible=False, codecformat="J2K"))
                     for f in frames]
     assert not codecs.j2k_header(irreversible[0]).reversible
-    with pytest.raises(CorruptPixelDataError, match="irreversible"):
+    with pytest.raises(LossyPixelDataError, match="irreversible"):
         read_segmentation(with_fragments(ds, irreversible, TransferSyntax.JPEG_2000.uid))
+    later = with_fragments(ds, [codecs.encode_frames(frames[:1], TransferSyntax.JPEG_LS)[0], near[1]],
+                           TransferSyntax.JPEG_LS.uid)  # only the second frame is near-lossless
+    with pytest.raises(LossyPixelDataError, match="Frame 2 of 2: .*near-lossless"):
+        read_segmentation(later)
     with caplog.at_level(logging.WARNING):
         read_segmentation(with_fragments(ds, near, "1.2.840.10008.1.2.4.81"), allow_lossy=True)
     assert "may be wrong" in caplog.text
+    with pytest.raises(LossyPixelDataError, match="near-lossless"):
+        read_segmentation(with_fragments(ds, near, "1.2.840.10008.1.2.4.81"))
+    # the near-lossless syntax with NEAR = 0 in every frame is exact: read without a word
+    exact = with_fragments(ds, codecs.encode_frames(frames, TransferSyntax.JPEG_LS), "1.2.840.10008.1.2.4.81")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        labels = read_segmentation(exact).layers[0].labels
+    assert "may be wrong" not in caplog.text
+    assert np.array_equal(labels.astype(np.uint8), read_segmentation(ds).layers[0].labels.astype(np.uint8))
 
 
 # ------------------------------------------------------------------------ lossy data (issue 13 item 1)

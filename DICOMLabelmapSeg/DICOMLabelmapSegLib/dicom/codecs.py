@@ -64,6 +64,10 @@ class FrameError(ValueError):
     """A code stream does not match the frame the DICOM header describes (or is not lossless)."""
 
 
+class LossyFrameError(FrameError):
+    """A code stream is coded lossily (near-lossless JPEG-LS, irreversible JPEG 2000)."""
+
+
 def has_module(name: str) -> bool:
     """True if the module can be imported here (without importing it)."""
     try:
@@ -251,8 +255,8 @@ def check_jpeg_ls(stream: bytes | memoryview, frame: FrameFormat) -> JpegLsHeade
     if not 2 <= header.bits <= frame.bits:
         raise FrameError(f"the JPEG-LS code stream holds {header.bits}-bit samples but Bits Allocated is {frame.bits}")
     if header.near != 0 and not frame.allow_lossy:
-        raise FrameError(f"the JPEG-LS code stream is near-lossless (NEAR = {header.near}): label values may be "
-                         "changed")
+        raise LossyFrameError(f"the JPEG-LS code stream is near-lossless (NEAR = {header.near}): label values may "
+                              "be changed")
     return header
 
 
@@ -358,8 +362,8 @@ def check_j2k(stream: bytes | memoryview, frame: FrameFormat) -> J2kHeader:
         raise FrameError(f"the JPEG 2000 code stream holds {'signed ' if header.signed else ''}{header.bits}-bit "
                          f"samples but Bits Allocated is {frame.bits}")
     if not header.reversible and not frame.allow_lossy:
-        raise FrameError("the JPEG 2000 code stream uses the irreversible 9-7 wavelet (lossy): label values may be "
-                         "changed")
+        raise LossyFrameError("the JPEG 2000 code stream uses the irreversible 9-7 wavelet (lossy): label values "
+                              "may be changed")
     return header
 
 

@@ -32,12 +32,13 @@ import pydicom
 from pydicom.uid import UID
 
 from ..errors import CorruptPixelDataError, LabelmapSegError, LossyPixelDataError, MissingCodecError
-from .codecs import FrameError, FrameFormat
+from .codecs import FrameError, FrameFormat, LossyFrameError
 from .syntax import PixelStorage, SyntaxRow, TransferSyntax, may_be_lossy, row_for_uid
 
 logger = logging.getLogger(__name__)
 
 _NATIVE_BIG_ENDIAN = "1.2.840.10008.1.2.2"
+_JPEG_LS_NEAR_LOSSLESS = "1.2.840.10008.1.2.4.81"
 
 #: Below this many voxels, decoding is done in the calling thread (a pool costs more than it saves).
 _PARALLEL_MIN_VOXELS = 2_000_000
@@ -124,8 +125,9 @@ def _pydicom_decoder(transfer_syntax_uid: str):  # noqa: ANN202 - pydicom's Deco
 def check_lossless(ds: pydicom.Dataset, where: str, kind: str, allow_lossy: bool = False) -> None:
     """Refuse label or binary pixel data that may have been coded lossily, unless ``allow_lossy``.
 
-    Lossy means a transfer syntax that allows lossy coding (JPEG baseline, JPEG-LS near-lossless,
-    JPEG 2000 / HTJ2K / JPEG XL without "lossless only", video) or Lossy Image Compression "01".
+    Lossy means a transfer syntax that allows lossy coding (JPEG baseline, JPEG-LS near-lossless
+    unless every frame states NEAR = 0, JPEG 2000 / HTJ2K / JPEG XL without "lossless only", video)
+    or Lossy Image Compression "01".
     With ``allow_lossy`` the data is read with a warning that labels may be wrong.
 
     Raises
@@ -135,7 +137,7 @@ def check_lossless(ds: pydicom.Dataset, where: str, kind: str, allow_lossy: bool
     """
     uid = str(ds.file_meta.TransferSyntaxUID)
     reasons = []
-    if may_be_lossy(uid):
+    if may_be_lossy(uid) and not _near_lossless_with_near_zero(ds, uid):
         reasons.append(f"its transfer syntax {syntax_name(uid)} ({uid}) allows lossy compression")
     if str(ds.get("LossyImageCompression", "") or "").strip() == "01":
         reasons.append('Lossy Image Compression is "01"')
@@ -149,6 +151,22 @@ def check_lossless(ds: pydicom.Dataset, where: str, kind: str, allow_lossy: bool
         f"{where} holds {kind} pixel data that may have been compressed lossily ({reason}): label values may be "
         "wrong. Ask for a lossless export, or read it anyway with allow_lossy=True (--allow-lossy)."
     )
+
+
+def _near_lossless_with_near_zero(ds: pydicom.Dataset, uid: str) -> bool:
+    """True for JPEG-LS near-lossless data whose every frame states NEAR = 0: that is exact (ITU-T T.87)."""
+    if uid != _JPEG_LS_NEAR_LOSSLESS:
+        return False
+    from .codecs import jpeg_ls_header
+
+    try:
+        layout = FrameLayout(int(ds.Rows), int(ds.Columns), int(ds.BitsAllocated), int(ds.get("NumberOfFrames", 1)))
+        exact = all(jpeg_ls_header(fragment).near == 0 for fragment in frame_fragments(ds, layout))
+    except (FrameError, LabelmapSegError, ValueError, TypeError):
+        return False  # damaged: the decoder says why later
+    if exact:
+        logger.info("JPEG-LS near-lossless data with NEAR = 0 in every frame: exact, read as lossless.")
+    return exact
 
 
 # ---------------------------------------------------------------------------- encapsulated frames
@@ -293,11 +311,20 @@ def check_first_frame(ds: pydicom.Dataset, layout: FrameLayout, allow_lossy: boo
     first = frame_fragments(ds, layout)[0]
     try:
         row.codec.check_header(first, layout.frame(allow_lossy))
+    except LossyFrameError as error:
+        raise _lossy_frame(1, layout.number_of_frames, error) from error
     except FrameError as error:
         raise CorruptPixelDataError(
             f"Frame 1 of {layout.number_of_frames}: {error}. The header does not match the pixel data; export the "
             "file again."
         ) from error
+
+
+def _lossy_frame(number: int, count: int, error: FrameError) -> LossyPixelDataError:
+    return LossyPixelDataError(
+        f"Frame {number} of {count}: {error}. Ask for a lossless export, or read it anyway with allow_lossy=True "
+        "(--allow-lossy)."
+    )
 
 
 def _frame_decoder(ds: pydicom.Dataset, row: SyntaxRow | None, layout: FrameLayout,
@@ -347,6 +374,8 @@ def _run_frames(ds: pydicom.Dataset, layout: FrameLayout, workers: int, allow_lo
         for f in frame_indices:
             try:
                 frame = decode(f, fragments[f])
+            except LossyFrameError as error:
+                raise _lossy_frame(f + 1, n, error) from error
             except FrameError as error:
                 raise CorruptPixelDataError(
                     f"Frame {f + 1} of {n}: {error}. The pixel data does not match the header; export the file again."
