@@ -94,3 +94,105 @@ def test_format_fuzz_targets_short(target: str, tmp_path: Path) -> None:
     findings = [json.loads(line) for line in process.stdout.splitlines() if line.startswith("{")]
     assert process.returncode in (0, 1), process.stderr[-2000:]
     assert not findings, "\n".join(f"{f['input']}: {f['error']}" for f in findings[:10])
+
+
+# ---------------------------------------------------------------- the library side of the same promises
+
+
+def test_same_sop_instance_uid_with_different_content_names_both_files(tmp_path: Path) -> None:
+    from DICOMLabelmapSegLib.dicom.reader import read_segmentation
+    from DICOMLabelmapSegLib.errors import InvalidDicomFileError
+    from hostile import _exported, reference_series
+
+    _, labels = reference_series(tmp_path / "ct")
+    first, second = _exported(tmp_path, labels, layers=2)
+    import pydicom
+
+    ds = pydicom.dcmread(second)
+    ds.SOPInstanceUID = pydicom.dcmread(first, stop_before_pixels=True).SOPInstanceUID
+    ds.save_as(second, enforce_file_format=False)
+    with pytest.raises(InvalidDicomFileError, match="same SOP Instance UID") as raised:
+        read_segmentation(tmp_path / "seg")
+    assert first.name in str(raised.value) and second.name in str(raised.value)
+    copy = tmp_path / "copies"
+    copy.mkdir()
+    (copy / "a.dcm").write_bytes(first.read_bytes())
+    (copy / "b.dcm").write_bytes(first.read_bytes())  # a byte-identical copy is one instance
+    assert len(read_segmentation(copy).layers) == 1
+
+
+@pytest.mark.parametrize("threshold", [float("nan"), 0.0, -1.0, 2.0, float("inf")])
+def test_nonsense_fractional_threshold_is_refused(threshold: float, tmp_path: Path) -> None:
+    from DICOMLabelmapSegLib.dicom.reader import read_segmentation
+
+    with pytest.raises(ValueError, match="fractional threshold"):
+        read_segmentation(tmp_path, fractional_threshold=threshold)
+
+
+def test_codes_that_do_not_fit_their_vr_are_refused_and_meanings_cleaned(caplog: pytest.LogCaptureFixture) -> None:
+    from DICOMLabelmapSegLib.dicom.segment import coded_concept
+    from DICOMLabelmapSegLib.errors import InvalidSegmentationError
+    from DICOMLabelmapSegLib.model import Code
+
+    for code, field in [
+        (Code("10200004", "S" * 17, "Liver"), "Coding Scheme Designator"),
+        (Code("1020\n0004", "SCT", "Liver"), "Code Value"),
+        (Code("1020\\0004", "SCT", "Liver"), "Code Value"),
+        (Code("10200004", "SCT", "Liver", "v" * 17), "Coding Scheme Version"),
+        (Code("10200004", "S\x1bCT", "Liver"), "Coding Scheme Designator"),
+    ]:
+        with pytest.raises(InvalidSegmentationError, match=field):
+            coded_concept(code)
+    with caplog.at_level("WARNING"):
+        item = coded_concept(Code("10200004", "SCT", "Li\x1b[31mver\x07\tleft"))
+    assert item.CodeMeaning == "Li[31mver left" and "Code meaning" in caplog.text
+    assert coded_concept(Code("x" * 40, "SCT", "long value")).LongCodeValue == "x" * 40  # UC is fine
+
+
+def test_bounded_reads_refuse_devices_and_fifos_without_blocking(tmp_path: Path) -> None:
+    import os
+
+    from DICOMLabelmapSegLib.inputs import InputFileError, parse_json, read_bounded
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", fifo, tmp_path):
+        with pytest.raises(InputFileError, match="not a regular file"):
+            read_bounded(path, 100, "Manifest")
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * 101)
+    with pytest.raises(InputFileError, match="larger than 100 bytes"):
+        read_bounded(big, 100, "Manifest")
+    with pytest.raises(InputFileError, match="nested too deeply"):
+        parse_json("[" * 100_000 + "]" * 100_000, "Manifest")
+
+
+def test_sigterm_and_sighup_raise_terminated_and_handlers_are_restored() -> None:
+    import os
+    import signal
+
+    from DICOMLabelmapSegLib.interrupts import Terminated, signals_as_interrupts
+
+    before = signal.getsignal(signal.SIGTERM)
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        with pytest.raises(Terminated) as raised, signals_as_interrupts():
+            os.kill(os.getpid(), number)  # the handler runs at the next bytecode
+            for _ in range(1000):
+                pass
+        assert isinstance(raised.value, KeyboardInterrupt) and raised.value.exit_code == 128 + number
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_stale_temporaries_are_removed_but_live_ones_kept(tmp_path: Path) -> None:
+    from DICOMLabelmapSegLib.atomic import AtomicFiles, remove_stale_temporaries
+
+    stale = tmp_path / ".old.dcm.0a1b2c3d.partial"
+    stale.write_bytes(b"half a file of a killed export")
+    with AtomicFiles() as files:
+        live = files.temporary(tmp_path / "new.dcm")  # its folder was cleaned first: the stale file is gone
+        assert not stale.exists() and live.exists()
+        stale.write_bytes(b"another killed writer")
+        assert remove_stale_temporaries(tmp_path) == [stale]
+        assert live.exists(), "a temporary being written was taken for stale"
+        live.write_bytes(b"content")
+    assert (tmp_path / "new.dcm").read_bytes() == b"content"

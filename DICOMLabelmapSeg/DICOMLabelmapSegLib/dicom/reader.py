@@ -216,6 +216,7 @@ def read_segmentation(
         ImplausibleSizeError, UnsupportedSegmentationError, GeometryMismatchError,
         UndescribedLabelError, MissingCodecError.
     """
+    _check_threshold(fractional_threshold)
     series = _group_series(_load(sources, headers_only=False))
     if len(series) != 1:
         listed = ", ".join(sorted(series))
@@ -223,7 +224,6 @@ def read_segmentation(
             f"The input holds {len(series)} segmentation series ({listed}); read_segmentation reads one. "
             "Pass the files of one series, or use read_segmentations."
         )
-    _check_threshold(fractional_threshold)
     limits = _Limits(max_voxels, max_bytes, max_slices)
     return _guarded(_read_series, next(iter(series.values())), fractional_threshold, limits, workers, allow_lossy)
 
