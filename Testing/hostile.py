@@ -251,6 +251,11 @@ def _edited(path: Path, edit: Callable[[pydicom.Dataset], None], out: Path | Non
     return out
 
 
+def _written(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
 def _clean_meanings(scratch: Path, result: Result) -> list[str]:
     """Every Code Meaning of the exported SEG is free of control characters."""
     files = sorted((scratch / "out").rglob("*.dcm"))
@@ -536,6 +541,23 @@ def _label_table_cases() -> list[HostileCase]:
             check=_no_output,
         ),
         HostileCase("labels-deeply-nested", "nesting", **export_with(nested), check=_no_output),
+        *(
+            HostileCase(
+                f"terminology-json-{name}",
+                group,
+                _with_reference(
+                    lambda scratch, labels, make=make: (
+                        _export_args(scratch, write_nrrd(scratch / "l.nrrd", labels), label_table())
+                        + ["--terminology-json", make(scratch)]
+                    )
+                ),
+                check=_no_output,
+            )
+            for name, group, make in (
+                ("dev-zero", "devices", lambda scratch: "/dev/zero"),
+                ("deeply-nested", "nesting", lambda scratch: _written(scratch / "t.term.json", nested)),
+            )
+        ),
         HostileCase(
             "labels-huge",
             "sizes",

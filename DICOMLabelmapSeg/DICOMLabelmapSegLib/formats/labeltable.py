@@ -393,8 +393,9 @@ def terminology_lookup_from_slicer_json(
     """
     index: dict[str, tuple[Terminology, tuple]] = {}
     for path in paths:
+        data = read_bounded(path, MAX_TABLE_BYTES, "Terminology file", LabelFileError)
+        document = parse_json(data, f"Terminology file {path}", LabelFileError)
         try:
-            document = json.loads(Path(path).read_text(encoding="utf-8"))
             categories = document["SegmentationCodes"]["Category"]
             context_name = document.get("SegmentationCategoryTypeContextName")
         except (OSError, ValueError, KeyError, TypeError) as error:

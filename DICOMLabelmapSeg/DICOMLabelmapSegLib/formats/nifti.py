@@ -18,6 +18,7 @@ import numpy as np
 from ..atomic import AtomicFiles
 from ..errors import ImplausibleSizeError
 from ..geometry import affine_from_ijk_to_ras, ijk_to_ras
+from ..inputs import require_regular_file
 from ..model import Segmentation
 from ..optional import import_optional
 from .labeltable import LabelFileError, label_table_bytes
@@ -68,6 +69,7 @@ def read_nifti_volumes(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
     """The label volumes ``(k, j, i)`` (one per 4th-axis index) and the model affine of a NIfTI file."""
     nib = import_optional("nibabel", "Reading NIfTI files", "files")
 
+    require_regular_file(path, "NIfTI file", LabelFileError)  # a FIFO or a device would block or never end
     try:
         image = nib.load(str(path))
         shape = tuple(int(n) for n in image.shape)
