@@ -258,6 +258,16 @@ def _elements(buffer: memoryview, start: int, end: int):  # noqa: ANN202 - a pri
         position = following
 
 
+def _referenced_uids(buffer: memoryview, start: int, end: int) -> tuple[str, ...]:
+    """The Referenced SOP Instance UIDs of the items of the sequence value ``buffer[start:end]``."""
+    uids = []
+    for _, item_start, item_end in _items(buffer, start, end):
+        for uid_tag, _, uid_start, uid_end in _elements(buffer, item_start, item_end):
+            if uid_tag == _REFERENCED_SOP_INSTANCE_UID:
+                uids.append(_text(buffer, uid_start, uid_end))
+    return tuple(uids)
+
+
 def _first_item(buffer: memoryview, start: int, end: int) -> tuple[int, int] | None:
     items = _items(buffer, start, end)
     return (items[0][1], items[0][2]) if items else None
@@ -269,24 +279,13 @@ def _frame_group(buffer: memoryview, start: int, end: int) -> FrameGroup:
         if vr != b"SQ":
             continue
         if tag == _DERIVATION_IMAGE:
-            uids = []
             for _, derivation_start, derivation_end in _items(buffer, value_start, value_end):
                 for inner_tag, _, inner_start, inner_end in _elements(buffer, derivation_start, derivation_end):
-                    if inner_tag != _SOURCE_IMAGE:
-                        continue
-                    for _, source_start, source_end in _items(buffer, inner_start, inner_end):
-                        for uid_tag, _, uid_start, uid_end in _elements(buffer, source_start, source_end):
-                            if uid_tag == _REFERENCED_SOP_INSTANCE_UID:
-                                uids.append(_text(buffer, uid_start, uid_end))
-            group.source_sop_instance_uids += tuple(uids)
+                    if inner_tag == _SOURCE_IMAGE:
+                        group.source_sop_instance_uids += _referenced_uids(buffer, inner_start, inner_end)
             continue
         if tag == _REFERENCED_IMAGE:
-            uids = []
-            for _, item_start, item_end in _items(buffer, value_start, value_end):
-                for uid_tag, _, uid_start, uid_end in _elements(buffer, item_start, item_end):
-                    if uid_tag == _REFERENCED_SOP_INSTANCE_UID:
-                        uids.append(_text(buffer, uid_start, uid_end))
-            group.source_sop_instance_uids += tuple(uids)
+            group.source_sop_instance_uids += _referenced_uids(buffer, value_start, value_end)
             continue
         if tag not in (_PLANE_POSITION, _PLANE_ORIENTATION, _PIXEL_MEASURES, _SEGMENT_IDENTIFICATION):
             continue
