@@ -16,8 +16,9 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 __all__ = ["CLEANUP_SIGNALS", "Terminated", "signals_as_interrupts"]
 
@@ -52,7 +53,7 @@ def signals_as_interrupts(signals: tuple[int, ...] = CLEANUP_SIGNALS) -> Iterato
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous: dict[int, object] = {}
+    previous: dict[int, Callable[[int, FrameType | None], Any] | int | None] = {}
     try:
         for number in signals:
             handler = signal.getsignal(number)
@@ -62,5 +63,5 @@ def signals_as_interrupts(signals: tuple[int, ...] = CLEANUP_SIGNALS) -> Iterato
             signal.signal(number, _raise_terminated)
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)  # type: ignore[arg-type]
+        for number, old in previous.items():
+            signal.signal(number, old if old is not None else signal.SIG_DFL)
