@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# Every SEG the writer builds during the tests goes through our own checker (dicom/check.py self_check).
+os.environ.setdefault("DICOMLABELMAPSEG_SELF_CHECK", "1")
+
 pytest_plugins = ["mrml_support"]
 
 

@@ -159,6 +159,21 @@ def test_rule_frame_positions_not_coplanar(base: Dataset) -> None:
     _only_error(base, Rule.FRAME_POSITIONS)
 
 
+def test_sheared_stack_is_a_warning(base: Dataset) -> None:
+    """Every frame moved by the same in-plane step per slice (gantry tilt): legal, but a warning."""
+    orientation = np.array(
+        base.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient, dtype=float
+    )
+    for index, group in enumerate(base.PerFrameFunctionalGroupsSequence):
+        position = group.PlanePositionSequence[0]
+        moved = np.array(position.ImagePositionPatient, dtype=float) + 0.5 * index * orientation[:3]
+        position.ImagePositionPatient = [f"{v:.6f}" for v in moved]
+    findings = check_dataset(base)
+    assert errors(findings) == []
+    assert [(f.rule, f.severity) for f in findings] == [(Rule.FRAME_POSITIONS, Severity.WARNING)]
+    assert "sheared" in findings[0].message
+
+
 def test_rule_frame_positions_repeated_in_a_labelmap(base: Dataset) -> None:
     groups = base.PerFrameFunctionalGroupsSequence
     groups[1].PlanePositionSequence[0].ImagePositionPatient = groups[0].PlanePositionSequence[0].ImagePositionPatient
@@ -477,7 +492,10 @@ def _parse(argv: list[str]):  # noqa: ANN202
 
 
 def test_missing_type_1_codes_stay_unspecified_through_seg_nrrd_and_export(
-    base: Dataset, source, tmp_path: Path, caplog: pytest.LogCaptureFixture  # noqa: ANN001
+    base: Dataset,
+    source,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,  # noqa: ANN001
 ) -> None:
     """A SEG without Segmented Property Category/Type: nothing invented (not 'Tissue'), a warning names the
     segment, the .seg.nrrd carries the placeholder, and a later export writes the placeholder (warning again),
@@ -540,3 +558,16 @@ def test_palette_shifted_by_one_like_dcmqi_use_palette(outputs) -> None:  # noqa
         (Rule.PALETTE_LUT, Severity.WARNING),
     ], findings
     assert "shifted by one" in findings[1].message
+
+
+def test_writer_self_check_raises_on_a_non_conforming_dataset(base: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer calls check.self_check on every dataset; the test suite turns it on (conftest)."""
+    import os
+
+    assert os.environ.get(check.SELF_CHECK_VARIABLE) == "1"
+    check.self_check(base)  # ours: nothing to report
+    base.PixelRepresentation = 1
+    with pytest.raises(RuntimeError, match="pixel-format"):
+        check.self_check(base)
+    monkeypatch.setenv(check.SELF_CHECK_VARIABLE, "0")
+    check.self_check(base)  # off: users pay nothing

@@ -33,6 +33,7 @@ The rules:
 from __future__ import annotations
 
 import enum
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -143,6 +144,26 @@ def worst_severity(findings: Iterable[Finding]) -> Severity | None:
 def errors(findings: Iterable[Finding]) -> list[Finding]:
     """The ``ERROR`` findings."""
     return [finding for finding in findings if finding.severity == Severity.ERROR]
+
+
+#: Environment variable that makes the writer check every dataset it builds (the test suite sets it).
+SELF_CHECK_VARIABLE = "DICOMLABELMAPSEG_SELF_CHECK"
+
+
+def self_check(ds: Dataset) -> None:
+    """If ``DICOMLABELMAPSEG_SELF_CHECK=1``, raise RuntimeError when a dataset about to be written has an error.
+
+    The writer calls this on every instance it builds; the header rules run (the pixel rules are
+    guaranteed by the model's validation before encoding). An error here is a bug of this library.
+    """
+    if os.environ.get(SELF_CHECK_VARIABLE, "") != "1":
+        return
+    found = errors(check_dataset(ds, decode_pixels=False))
+    if found:
+        raise RuntimeError(
+            "DICOMLabelmapSeg built a non-conforming SEG (a bug, please report it): "
+            + "; ".join(f"{f.rule.value}: {f.message}" for f in found)
+        )
 
 
 def check_file(path: str | Path, decode_pixels: bool = True) -> list[Finding]:
@@ -682,16 +703,31 @@ def _frames(ds: Dataset, kind: SegmentationType, numbers: list[int | None]) -> l
     points = np.array([[float(v) for v in p or ()] for p in positions], dtype=np.float64)
     along = points @ normal
     in_plane = points - np.outer(along, normal)
-    shift = float(np.max(np.linalg.norm(in_plane - in_plane[0], axis=1))) if frames > 1 else 0.0
+    offsets = in_plane - in_plane[0]
+    shift = float(np.max(np.linalg.norm(offsets, axis=1))) if frames > 1 else 0.0
     if shift > 1e-2:
-        found.append(
-            Finding(
-                Rule.FRAME_POSITIONS,
-                Severity.ERROR,
-                f"frame positions are not a stack along the normal "
-                f"of the image plane (shifted up to {shift:.3g} mm in-plane)",
+        # A sheared stack (gantry tilt) moves the same in-plane step per mm along the normal: legal, often misread.
+        depth = (along - along[0])[:, None]
+        step = np.linalg.lstsq(depth, offsets, rcond=None)[0] if np.any(depth) else np.zeros((1, 3))
+        residual = float(np.max(np.linalg.norm(offsets - depth @ step, axis=1)))
+        if residual > 1e-2:
+            found.append(
+                Finding(
+                    Rule.FRAME_POSITIONS,
+                    Severity.ERROR,
+                    f"frame positions are not a stack: frames are shifted in the image plane by up to {residual:.3g} "
+                    "mm against the others",
+                )
             )
-        )
+        else:
+            found.append(
+                Finding(
+                    Rule.FRAME_POSITIONS,
+                    Severity.WARNING,
+                    f"a sheared stack (gantry tilt): positions move {float(np.linalg.norm(step)):.3g} mm in-plane per "
+                    "mm along the normal; readers that stack frames along the normal misplace them",
+                )
+            )
     keys = [(round(a, 3), n) for a, n in zip(along, referenced)]
     if len(set(keys)) != len(keys):
         what = "positions" if kind == SegmentationType.LABELMAP else "positions and segment"

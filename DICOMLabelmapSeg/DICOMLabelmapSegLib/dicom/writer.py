@@ -58,7 +58,7 @@ from ..errors import (
 )
 from ..geometry import frame_positions, plane_attributes
 from ..model import MAX_LABEL_VALUE, Geometry, Layer, Segmentation, label_dtype
-from . import codecs, compat
+from . import check, codecs, compat
 from .frameclone import clone_frames
 from .options import ExportOptions
 from .segment import long_string, segment_description
@@ -183,6 +183,7 @@ def _iter_datasets(
             if order is not None and order != sorted(order):
                 _reference_in_source_order(ds, source)
         compat.warn_at_export(ds)  # CompatibilityWarning: a major consumer misreads this file (labels unchanged)
+        check.self_check(ds)  # with DICOMLABELMAPSEG_SELF_CHECK=1 (tests): our own checker finds no error
         yield ds
 
 
