@@ -534,3 +534,20 @@ def test_dependent_manifest_rows_run_in_order(case, tmp_path: Path, capsys) -> N
     assert (tmp_path / "case1.seg.nrrd").is_file()
     assert "not run: it reads the output of failed case(s)" in err
     assert len((tmp_path / "r.jsonl").read_text().splitlines()) == 4
+
+
+def test_progress_bar_over_cases_shows_rate_and_eta_on_a_terminal() -> None:
+    terminal = _Terminal()
+    reporter = cli.Reporter(terminal)
+    reporter.start(3)
+    for number in (1, 2):
+        reporter.case_done(number, 3, cli.CaseResult(f"c{number}", seconds=0.1))
+    reporter.finish()
+    text = terminal.getvalue()
+    assert "2/3" in text and "case/s" in text and "<" in text  # tqdm: count, rate, elapsed<remaining
+    quiet = io.StringIO()
+    reporter = cli.Reporter(quiet)
+    reporter.start(3)
+    reporter.case_done(1, 3, cli.CaseResult("c1"))
+    reporter.finish()
+    assert quiet.getvalue() == ""

@@ -119,6 +119,7 @@ class Reporter:
                 self._write(f"{PROGRAM}: {result.name}: {note}\n")
         if self._bar is not None:
             self._bar.update(1)
+            self._bar.refresh()  # a case takes long enough: draw each one (tqdm would skip some)
         self.stream.flush()
 
     def summary(self, results: Sequence[Any]) -> None:
