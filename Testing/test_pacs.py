@@ -6,6 +6,7 @@ fallback test), its STOW-RS accepts it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -45,20 +46,20 @@ def _dicomweb_plugin() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory):
-    """A running Orthanc: (http base URL, dimse URL); stopped after the module."""
+@contextlib.contextmanager
+def _running_orthanc(root: Path, **settings):
+    """Start Orthanc with a generated config in ``root`` (free loopback ports); stop it afterwards."""
     binary = validators.tool_path("Orthanc") or (shutil.which("Orthanc", path="/usr/sbin:/usr/bin"))
     plugin = _dicomweb_plugin()
     if binary is None or plugin is None:
         validators.unavailable("Orthanc with its DICOMweb plugin not found: apt-get install orthanc orthanc-dicomweb")
-    root = tmp_path_factory.mktemp("orthanc")
     http_port, dicom_port = _free_port(), _free_port()
     config = {
         "Name": "test", "StorageDirectory": str(root / "db"), "IndexDirectory": str(root / "db"),
         "HttpPort": http_port, "DicomPort": dicom_port, "DicomAet": "ORTHANC", "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False, "HttpServerEnabled": True, "DicomServerEnabled": True,
         "Plugins": [plugin], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}, "DicomAlwaysAllowStore": True,
+        **settings,
     }
     (root / "orthanc.json").write_text(json.dumps(config))
     log = open(root / "orthanc.log", "w")  # noqa: SIM115 - closed at teardown
@@ -80,6 +81,13 @@ def orthanc(tmp_path_factory):
         process.terminate()
         process.wait(timeout=20)
         log.close()
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    """A running Orthanc: http base URL, dicomweb and dimse receiver URLs."""
+    with _running_orthanc(tmp_path_factory.mktemp("orthanc")) as urls:
+        yield urls
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +190,22 @@ def test_export_then_send_over_stow_rs(orthanc, tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert code == 0, err
     assert "sent 1 file(s) to http://127.0.0.1" in err and len(_instances(orthanc["http"])) == before + 1
+
+
+def test_c_store_sends_uncompressed_when_the_syntax_is_refused(data_dir, tmp_path) -> None:
+    """An Orthanc that refuses RLE: the RLE file goes uncompressed, the same pixels arrive."""
+    from pydicom.uid import RLELossless
+
+    ds = pydicom.dcmread(data_dir / "highdicom" / "ct_image.dcm")
+    original = ds.pixel_array.copy()
+    ds.compress(RLELossless)
+    ds.save_as(tmp_path / "ct_rle.dcm", enforce_file_format=True)
+    with _running_orthanc(tmp_path, RleTransferSyntaxAccepted=False) as server:
+        report = send_files([tmp_path / "ct_rle.dcm"], server["dimse"])
+        assert [how for _, how in report.sent] == ["uncompressed (its transfer syntax was refused)"]
+        (instance,) = _instances(server["http"])
+        stored = urllib.request.urlopen(f"{server['http']}/instances/{instance}/file").read()
+    (tmp_path / "stored.dcm").write_bytes(stored)
+    back = pydicom.dcmread(tmp_path / "stored.dcm")
+    assert not back.file_meta.TransferSyntaxUID.is_compressed
+    assert np.array_equal(back.pixel_array, original)
