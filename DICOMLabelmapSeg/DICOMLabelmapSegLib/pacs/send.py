@@ -54,17 +54,18 @@ class SendReport:
 def send_files(files: Sequence[str | os.PathLike[str]], to: str, fallback: str | None = None) -> SendReport:
     """Send ``files`` to the receiver URL ``to``; raise :class:`SendError` if any is refused."""
     receiver = parse_receiver(to)
-    datasets: list[tuple[str, Dataset]] = [(str(f), pydicom.dcmread(os.fspath(f))) for f in files]
+    # Headers first (what to negotiate); each file is read whole only when it is sent.
+    datasets: list[tuple[str, Dataset]] = [
+        (str(f), pydicom.dcmread(os.fspath(f), stop_before_pixels=True)) for f in files
+    ]
     if receiver.kind == "dimse":
         return _send_dimse(datasets, receiver, fallback)
     return _send_dicomweb(datasets, receiver, fallback)
 
 
 def _native_copy(ds: Dataset) -> Dataset:
-    """``ds`` with its pixel data decoded (lossless) into Explicit VR Little Endian."""
-    from ..dicom.reader import read_segmentation  # noqa: F401 - registers our decoders with pydicom (if any)
-
-    copy = pydicom.dcmread(ds.filename) if getattr(ds, "filename", None) else ds
+    """``ds`` (read whole) with its pixel data decoded (lossless) into Explicit VR Little Endian."""
+    copy = ds
     if copy.file_meta.TransferSyntaxUID in _NATIVE:
         return copy
     if copy.file_meta.TransferSyntaxUID == pydicom.uid.DeflatedExplicitVRLittleEndian:
@@ -105,9 +106,9 @@ def _send_dimse(datasets: list[tuple[str, Dataset]], receiver: Receiver, fallbac
         accepted: dict[str, set[str]] = {}
         for context in assoc.accepted_contexts:
             accepted.setdefault(str(context.abstract_syntax), set()).add(str(context.transfer_syntax[0]))
-        for path, ds in datasets:
-            sop_class, syntax = str(ds.SOPClassUID), str(ds.file_meta.TransferSyntaxUID)
-            how = "as is"
+        for path, header in datasets:
+            sop_class, syntax = str(header.SOPClassUID), str(header.file_meta.TransferSyntaxUID)
+            ds, how = pydicom.dcmread(path), "as is"
             if sop_class not in accepted:
                 if sop_class == LABELMAP_SOP_CLASS and fallback == "binary" and SEGMENTATION_SOP_CLASS in accepted:
                     ds, how = _binary_copy(path), "as BINARY SEG (LABELMAP refused)"
@@ -140,9 +141,10 @@ def _send_dicomweb(datasets: list[tuple[str, Dataset]], receiver: Receiver, fall
 
     client = _dicomweb_client(receiver)
     report = SendReport(str(receiver))
-    for path, ds in datasets:
-        attempts = [("as is", lambda ds=ds: ds), ("uncompressed", lambda ds=ds: _native_copy(ds))]
-        if fallback == "binary" and str(ds.SOPClassUID) == LABELMAP_SOP_CLASS:
+    for path, header in datasets:
+        attempts = [("as is", lambda path=path: pydicom.dcmread(path)),
+                    ("uncompressed", lambda path=path: _native_copy(pydicom.dcmread(path)))]
+        if fallback == "binary" and str(header.SOPClassUID) == LABELMAP_SOP_CLASS:
             attempts.append(("as BINARY SEG (LABELMAP refused)", lambda path=path: _binary_copy(path)))
         problem = ""
         for how, make in attempts:
