@@ -7,16 +7,18 @@ too (the fast path encodes frames with the same encoder highdicom uses).
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import os
 import warnings
 
 import numpy as np
 import pydicom
 import pytest
-from DICOMLabelmapSegLib.dicom import writer
+from DICOMLabelmapSegLib.dicom import check, writer
 from DICOMLabelmapSegLib.dicom.frameclone import PER_FRAME_FUNCTIONAL_GROUPS
 from DICOMLabelmapSegLib.dicom.source import read_source_series
-from DICOMLabelmapSegLib.model import Geometry
+from DICOMLabelmapSegLib.model import Geometry, Layer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synthetic import make_affine, make_ct_series, make_segmentation
@@ -56,17 +58,42 @@ def differences(a: pydicom.Dataset, b: pydicom.Dataset, path: str = "") -> list[
     return found
 
 
-def both_paths(tmp_path, shape, layers, syntax, oblique=False, flip=False, palette=False, shuffle=True):
+def both_paths(tmp_path, shape, layers, syntax, oblique=False, flip=False, palette=False, shuffle=True,
+               non_ascii=False):
     affine = make_affine(spacing=(2.5, 0.8, 0.7), oblique=oblique, flip_slices=flip)
     folder = tmp_path / "ct"
     make_ct_series(folder, shape, affine, shuffle=shuffle)
     source = read_source_series(folder)
     geometry = Geometry(shape, affine, str(source[0].FrameOfReferenceUID))
     segmentation = make_segmentation(geometry, layers)
+    if non_ascii:
+        first = segmentation.layers[0]
+        renamed = [dataclasses.replace(first.segments[0], name="Leber Müller", description="gefäß")]
+        segmentation = segmentation.with_layers([Layer(first.labels, renamed + first.segments[1:]),
+                                                 *segmentation.layers[1:]])
     options = writer.ExportOptions(transfer_syntax=syntax, palette_color=palette, series_instance_uid="1.2.3.4.5")
+    cloned: list[bool] = []
+
+    def spy(*arguments):
+        cloned.append(original(*arguments))
+        return cloned[-1]
+
+    # Without the writer's self-check (it parses the raw sequences): the raw bytes are then what is written.
+    # The checker runs on the written files instead (assert_same_content).
+    original, writer.clone_frames = writer.clone_frames, spy
+    self_check = os.environ.pop(check.SELF_CHECK_VARIABLE, None)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fast = writer.create_labelmap_datasets(segmentation, folder, options)
+    finally:
+        writer.clone_frames = original
+        if self_check is not None:
+            os.environ[check.SELF_CHECK_VARIABLE] = self_check
+    assert cloned == [True] * len(segmentation.layers), "the fast path was not taken"
+    assert all(ds.get_item(PER_FRAME_FUNCTIONAL_GROUPS).is_raw for ds in fast)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        fast = writer.create_labelmap_datasets(segmentation, folder, options)
         # The reference reads every source header in full with pydicom (the fast path: source.py's slice reader).
         full_headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in sorted(folder.iterdir())]
         plain = writer.plain_labelmap_datasets(segmentation, full_headers, options)
@@ -76,8 +103,8 @@ def both_paths(tmp_path, shape, layers, syntax, oblique=False, flip=False, palet
 def assert_same_content(fast, plain):
     assert len(fast) == len(plain)
     for cloned, reference in zip(fast, plain):
-        assert cloned.get_item(PER_FRAME_FUNCTIONAL_GROUPS).is_raw, "the fast path was not taken"
         a, b = written(cloned), written(reference)
+        assert check.errors(check.check_dataset(a, decode_pixels=False)) == []
         assert differences(a.file_meta, b.file_meta) == []
         assert differences(a, b) == []
         assert a.PixelData == b.PixelData
@@ -92,7 +119,8 @@ def test_fast_path_writes_what_highdicom_writes(tmp_path, syntax):
 
 def test_fast_path_multilayer_uint16_oblique_palette(tmp_path):
     fast, plain = both_paths(tmp_path, (5, 20, 24), ((1, 300, 7), (2, 3)), "explicit", oblique=True, flip=True,
-                             palette=True)
+                             palette=True, non_ascii=True)
+    assert fast[0].SpecificCharacterSet == "ISO_IR 192"
     assert_same_content(fast, plain)
 
 

@@ -225,7 +225,21 @@ def clone_frames(mini: Dataset, sources: Sequence[Dataset], referenced: Sequence
         REFERENCED_INSTANCE_SEQUENCE,
         b"".join(instance_template.fill(_reference_elements(image)) for image in referenced),
     )
-    for dataset in (mini, series_items[0]):
-        # Written as read: pydicom then writes raw elements unchanged instead of parsing and re-encoding them.
-        dataset.set_original_encoding(False, True, dataset._character_set)
+    _as_if_read(mini, mini._character_set)
     return True
+
+
+def _as_if_read(ds: Dataset, character_set: object) -> None:
+    """Mark ``ds`` and every nested dataset as read in explicit VR little endian with ``character_set``.
+
+    pydicom then writes raw elements unchanged instead of parsing and re-encoding them, and does
+    not redo the ambiguous-VR correction (done once by :func:`clone_frames`) for every nested
+    item: with hundreds of segments that repetition costs more than writing them.
+    """
+    ds.set_original_encoding(False, True, character_set)
+    for tag in ds.keys():
+        element = ds.get_item(tag)
+        if getattr(element, "is_raw", False) or element.VR != "SQ":
+            continue
+        for item in element.value:
+            _as_if_read(item, character_set)
