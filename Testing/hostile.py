@@ -124,7 +124,8 @@ def run_cli(
 def outcome_problems(result: Result, expect: str, must_mention: Sequence[str] = ()) -> list[str]:
     """Why ``result`` is not the promised outcome (empty: it is).
 
-    ``expect`` is ``"error"`` (exit 1 with one clear line), ``"usage"`` (exit 2, argparse's message),
+    ``expect`` is ``"error"`` (exit 1 with one clear line), ``"report"`` (exit 1, findings on stdout),
+    ``"usage"`` (exit 2, argparse's message),
     ``"ok"`` (exit 0) or ``"ok-warned"`` (exit 0 and a warning on stderr). ``must_mention`` are words
     the error or warning must contain (e.g. both file names).
     """
@@ -133,7 +134,9 @@ def outcome_problems(result: Result, expect: str, must_mention: Sequence[str] = 
         return [f"hung: killed after {result.seconds:.0f} s"]
     if result.code < 0 or result.code > 3:
         return [f"crashed with code {result.code}: {result.stderr[-300:]!r}"]
-    wanted = {"error": EXIT_INPUT, "usage": EXIT_USAGE, "ok": EXIT_OK, "ok-warned": EXIT_OK}[expect]
+    wanted = {"error": EXIT_INPUT, "report": EXIT_INPUT, "usage": EXIT_USAGE, "ok": EXIT_OK, "ok-warned": EXIT_OK}[
+        expect
+    ]
     if result.code != wanted:
         problems.append(f"exit {result.code}, expected {wanted}: {result.stderr[-600:]!r}")
     if expect == "error":
@@ -144,7 +147,7 @@ def outcome_problems(result: Result, expect: str, must_mention: Sequence[str] = 
             problems.extend(message_problems(line))
     if expect == "ok-warned" and "warning" not in result.stderr.lower():
         problems.append(f"no warning on stderr: {result.stderr!r}")
-    text = result.stderr.lower()
+    text = (result.stderr + result.stdout).lower()
     problems.extend(
         f"does not mention {word!r}: {result.stderr[-400:]!r}" for word in must_mention if word.lower() not in text
     )
@@ -712,6 +715,10 @@ def _fault_cases() -> list[HostileCase]:
     def full_disk(scratch: Path, labels: np.ndarray) -> list[str]:
         return _export_args(scratch, write_nrrd(scratch / "labels.nrrd", labels), label_table(), "--syntax", "explicit")
 
+    def import_full_disk(scratch: Path, labels: np.ndarray) -> list[str]:
+        _exported(scratch, labels)
+        return ["import", str(scratch / "seg"), "-o", str(scratch / "out" / "x.nii"), "-q"]
+
     def batch_dev_zero(scratch: Path) -> list[str]:
         return ["batch", "/dev/zero"]
 
@@ -722,7 +729,18 @@ def _fault_cases() -> list[HostileCase]:
     return [
         # the SEG of this case is ~6 KB: writes beyond 2 KB fail the way a full disk does (EFBIG, not ENOSPC)
         HostileCase("export-full-disk", "faults", _with_reference(full_disk), file_size=2048, check=_no_output),
+        # an uncompressed NIfTI of 480 voxels is 832 bytes: writes beyond 600 bytes fail like a full disk
+        HostileCase("import-full-disk", "faults", _with_reference(import_full_disk), file_size=600, check=_no_output),
         HostileCase("batch-dev-zero", "devices", batch_dev_zero),
+        HostileCase("info-dev-zero", "devices", lambda scratch: ["info", "/dev/zero"]),
+        # `check` reports findings on stdout (exit 1 for an error finding)
+        HostileCase(
+            "check-dev-zero",
+            "devices",
+            lambda scratch: ["check", "/dev/zero"],
+            "report",
+            must_mention=("not a regular file",),
+        ),
         HostileCase("batch-deeply-nested", "nesting", batch_nested),
     ]
 

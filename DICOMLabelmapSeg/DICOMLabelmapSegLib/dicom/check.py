@@ -168,6 +168,9 @@ def self_check(ds: Dataset) -> None:
 
 def check_file(path: str | Path, decode_pixels: bool = True) -> list[Finding]:
     """Check one file (see :func:`check_dataset`); an unreadable file gives one ``readable`` error."""
+    if not Path(path).is_file():  # a device (/dev/zero) or a FIFO would never end or block
+        what = "does not exist" if not Path(path).exists() else "is not a regular file (a device, pipe or socket)"
+        return [Finding(Rule.READABLE, Severity.ERROR, f"{what}; give a DICOM SEG file")]
     try:
         ds = pydicom.dcmread(str(path), force=True)
     except Exception as error:  # noqa: BLE001 - any damage means: not checkable
