@@ -194,3 +194,30 @@ def test_list_file_and_batch_manifest_inputs(data_dir: Path, tmp_path: Path, cap
     assert (tmp_path / "liver.seg.nrrd").is_file()
     ds = pydicom.dcmread(next((tmp_path / "out" / "liver").glob("*.dcm")), stop_before_pixels=True)
     assert ds.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.5"
+
+
+@pytest.mark.services  # fsspec comes with the dask extra
+def test_fsspec_urls_in_and_out(data_dir: Path, tmp_path: Path) -> None:
+    """Object-store style paths (fsspec's in-memory file system here): same files as a local run, resumable."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for name in ("partial_overlaps.dcm", "liver.dcm"):
+        fs.pipe(f"/hpipe-in/{name[:-4]}/seg.dcm", (data_dir / "dcmqi" / name).read_bytes())
+        (tmp_path / "in" / name[:-4]).mkdir(parents=True)
+        (tmp_path / "in" / name[:-4] / "seg.dcm").write_bytes((data_dir / "dcmqi" / name).read_bytes())
+    try:
+        assert cli.main(["convert", "memory://hpipe-in", "-o", "memory://hpipe-out", "-q", "-j", "1"]) == 0
+        assert cli.main(["convert", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-q", "-j", "1"]) == 0
+        local = {p.relative_to(tmp_path / "out").as_posix(): p.read_bytes() for p in (tmp_path / "out").rglob("*.dcm")}
+        remote = {path.removeprefix("/hpipe-out/"): fs.cat(path) for path in fs.find("/hpipe-out")}
+        assert len(local) == 4 and remote == local
+        report = tmp_path / "r.jsonl"
+        code = cli.main(["convert", "memory://hpipe-in", "-o", "memory://hpipe-out", "-q", "-j", "1",
+                         "--report", str(report)])
+        assert code == 0
+        assert [json.loads(line)["status"] for line in report.read_text().splitlines()] == ["skipped", "skipped"]
+    finally:
+        for folder in ("/hpipe-in", "/hpipe-out"):
+            if fs.exists(folder):
+                fs.rm(folder, recursive=True)

@@ -154,7 +154,7 @@ def run_case(case: Case, debug: bool = False, progress: Progress | None = None) 
             from .convert import run_convert_case
 
             outputs, skipped = run_convert_case(case, progress)
-        if getattr(case, "send", None):
+        if not isinstance(case, ImportCase) and case.send:
             from ..pacs import send_files
 
             notes.append(send_files([str(p) for p in outputs], case.send, fallback=case.fallback).summary())

@@ -38,6 +38,7 @@ OPTIONAL_MODULE_EXTRAS = {
     "nibabel": "files",
     "dask": "dask",
     "distributed": "dask",
+    "fsspec": "dask",
     "dicomweb_client": "pacs",
     "pynetdicom": "pacs",
     "requests": "pacs",

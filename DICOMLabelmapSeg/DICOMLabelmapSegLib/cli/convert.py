@@ -103,9 +103,9 @@ def run(args: argparse.Namespace) -> int:
         series_description=args.series_description, series_number=args.series_number, palette_color=args.palette,
         deterministic=not args.random_uids, algorithm_type=args.algorithm_type, algorithm_name=args.algorithm_name,
     )
-    output = Path(args.output)
+    output = args.output
     cases = [
-        ConvertCase(name=uid, inputs=tuple(files), output_dir=str(output if len(groups) == 1 else output / uid),
+        ConvertCase(name=uid, inputs=tuple(files), output_dir=output if len(groups) == 1 else _join(output, uid),
                     settings=settings, overwrite=args.overwrite, resume=not args.no_resume and not args.random_uids,
                     send=args.send, fallback=None if args.fallback == "none" else args.fallback)
         for uid, files in groups.items()
@@ -114,33 +114,69 @@ def run(args: argparse.Namespace) -> int:
     return finish(run_cases(cases, args.jobs, reporter, args.debug, args.dask_scheduler), reporter)
 
 
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files of the inputs: folders recursively, ``.txt`` lists one path per line (relative to the list)."""
+def is_url(text: str) -> bool:
+    """Whether ``text`` is an fsspec URL (``s3://...``, ``gs://...``, ``memory://...``) rather than a local path."""
+    return "://" in str(text)
+
+
+def _filesystem(url: str) -> tuple[Any, str]:
+    import fsspec
+
+    return fsspec.core.url_to_fs(url)
+
+
+def _join(folder: str, name: str) -> str:
+    return folder.rstrip("/") + "/" + name if is_url(folder) else str(Path(folder) / name)
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Files of the inputs: folders recursively, ``.txt`` lists one path per line (relative to the list).
+
+    fsspec URLs (``s3://bucket/segs/``) are listed and read through fsspec (the ``dask`` extra).
+    """
     from ..atomic import is_temporary_name
 
-    files: list[Path] = []
+    files: list[str] = []
     for text in inputs:
+        if is_url(text):
+            fs, root = _filesystem(text)
+            if fs.isdir(root):
+                files += [fs.unstrip_protocol(p) for p in sorted(fs.find(root)) if not is_temporary_name(p)]
+            elif fs.isfile(root):
+                files.append(text)
+            else:
+                raise LabelmapSegError(f"{text}: no such file or folder.")
+            continue
         path = Path(text)
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.is_file() and not is_temporary_name(p.name))
+            files += sorted(str(p) for p in path.rglob("*") if p.is_file() and not is_temporary_name(p.name))
         elif path.suffix.lower() == ".txt" and path.is_file():
             lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
             files += expand_inputs([str(path.parent / line) for line in lines if line and not line.startswith("#")])
         elif path.is_file():
-            files.append(path)
+            files.append(str(path))
         else:
             raise LabelmapSegError(f"{path}: no such file or folder.")
     return files
 
 
-def group_by_series(files: list[Path]) -> dict[str, list[str]]:
+def group_by_series(files: list[str]) -> dict[str, list[str]]:
     """SEG files grouped by Series Instance UID (in the order first met); other files are skipped."""
     import pydicom
 
     groups: dict[str, list[str]] = {}
+    tags = ["Modality", "SeriesInstanceUID"]
     for path in files:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality", "SeriesInstanceUID"])
+            if is_url(path):
+                import fsspec
+
+                with fsspec.open(path, "rb") as stream:
+                    ds = pydicom.dcmread(stream, stop_before_pixels=True, specific_tags=tags)
+            else:
+                ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
+        except ImportError:
+            raise
         except Exception:  # noqa: BLE001 - not DICOM: skipped
             continue
         if str(ds.get("Modality", "")) == "SEG" and ds.get("SeriesInstanceUID"):
@@ -169,6 +205,8 @@ def run_convert_case(case: Any, progress: Any) -> tuple[list[Path], bool]:
     from ..app.convert import convert_series, expected_series_uid
     from .export import check_output_folder, existing_seg_series
 
+    if is_url(case.output_dir) or any(is_url(path) for path in case.inputs):
+        return _run_staged(case, progress)
     output = Path(case.output_dir)
     expected = expected_series_uid(case.inputs, case.settings) if case.settings.deterministic else None
     existing = existing_seg_series(output)
@@ -183,3 +221,50 @@ def run_convert_case(case: Any, progress: Any) -> tuple[list[Path], bool]:
             if path not in written:
                 path.unlink(missing_ok=True)
     return written, skipped
+
+
+def _run_staged(case: Any, progress: Any) -> tuple[list[Any], bool]:
+    """A case with fsspec URLs: inputs and the output folder are staged in a local temporary folder.
+
+    The output folder's current files are fetched first (so resuming and --overwrite see them),
+    new files are uploaded (one PUT per file) and files the conversion replaced are deleted.
+    """
+    import dataclasses
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="dicom-labelmap-seg-") as tmp:
+        staged = Path(tmp)
+        inputs = []
+        for index, source in enumerate(case.inputs):
+            if is_url(source):
+                fs, path = _filesystem(source)
+                local = staged / "in" / f"{index}.dcm"
+                local.parent.mkdir(parents=True, exist_ok=True)
+                fs.get(path, str(local))
+                inputs.append(str(local))
+            else:
+                inputs.append(source)
+        if not is_url(case.output_dir):
+            return run_convert_case(dataclasses.replace(case, inputs=tuple(inputs)), progress)
+        fs, root = _filesystem(case.output_dir)
+        local_out = staged / "out"
+        local_out.mkdir()
+        before = set()
+        if fs.isdir(root):
+            for remote in fs.ls(root, detail=False):
+                name = remote.rstrip("/").rsplit("/", 1)[-1]
+                if fs.isfile(remote):
+                    fs.get(remote, str(local_out / name))
+                    before.add(name)
+        written, skipped = run_convert_case(
+            dataclasses.replace(case, inputs=tuple(inputs), output_dir=str(local_out)), progress
+        )
+        targets = []
+        for file in written:
+            target = root.rstrip("/") + "/" + file.name
+            if not skipped:
+                fs.put(str(file), target)
+            targets.append(fs.unstrip_protocol(target))
+        for name in before - {p.name for p in local_out.iterdir()}:
+            fs.rm(root.rstrip("/") + "/" + name)
+        return targets, skipped
