@@ -40,6 +40,7 @@ from ..errors import (
     UndescribedLabelError,
     UnsupportedSegmentationError,
 )
+from ..limits import check_bytes
 from ..model import (
     Geometry,
     Layer,
@@ -53,7 +54,7 @@ from ..model import (
 )
 from ..segmentjson import segment_to_json
 from . import framegroups, pixels
-from .grid import MAX_VOXELS, check_bytes, check_voxels, series_grid
+from .grid import MAX_VOXELS, check_voxels, series_grid
 from .header import (
     LABELMAP_SEGMENTATION_STORAGE,
     SEG_SOP_CLASSES,

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..dicom.grid import check_bytes
 from ..errors import ImplausibleSizeError, LabelmapSegError, TooManyLabelsError
 from ..inputs import open_regular
-from ..limits import MAX_VOXELS
+from ..limits import MAX_VOXELS, check_bytes
 from ..model import MAX_LABEL_VALUE, Segmentation, label_dtype
 from .labeltable import LabelFileError
 
