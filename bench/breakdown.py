@@ -32,7 +32,7 @@ import worker  # noqa: E402
 EXPORT_STAGES = [
     "DICOMLabelmapSegLib.app.export:exportSegmentation",
     "DICOMLabelmapSegLib.mrml:segmentation_from_node",
-    "DICOMLabelmapSegLib.mrml:_present_values",
+    "DICOMLabelmapSegLib.mrml:_has_stray_labels",
     "DICOMLabelmapSegLib.dicom.writer:write_labelmap_seg",
     "DICOMLabelmapSegLib.dicom.writer:prepare_layers",
     "DICOMLabelmapSegLib.model:present_labels",
@@ -40,7 +40,10 @@ EXPORT_STAGES = [
     "DICOMLabelmapSegLib.dicom.writer:check_geometry",
     "DICOMLabelmapSegLib.dicom.writer:_highdicom_sources",
     "DICOMLabelmapSegLib.dicom.writer:_spatial_metadata",
+    "DICOMLabelmapSegLib.dicom.writer:_cloned_layer_dataset",
     "DICOMLabelmapSegLib.dicom.writer:_highdicom_segmentation",
+    "DICOMLabelmapSegLib.dicom.frameclone:clone_frames",
+    "DICOMLabelmapSegLib.dicom.codecs:encode_frames",
     "highdicom.seg.sop:Segmentation._check_and_cast_pixel_array",
     "highdicom.image:_Image._prepare_spatial_metadata",
     "highdicom.frame:encode_frame",
@@ -55,6 +58,7 @@ IMPORT_STAGES = [
     "DICOMLabelmapSegLib.model:present_labels",
     "DICOMLabelmapSegLib.app.load:nodeFromSegmentation",
     "DICOMLabelmapSegLib.mrml:node_from_segmentation",
+    "DICOMLabelmapSegLib.mrml:_oriented_image",
 ]
 
 TIMES: dict[str, list[float]] = {}

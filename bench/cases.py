@@ -370,6 +370,27 @@ def build_overlap3(source_dir: Path) -> Segmentation:
     return Segmentation(geometry, layers, referenced_series(files))
 
 
+def _build_layers(n_layers: int, per_layer: int, shape: tuple[int, int, int], seed: int,
+                  patient: str) -> Callable[[Path], Segmentation]:
+    """``n_layers`` overlapping layers of ``per_layer`` ellipsoids each (label values unique across layers)."""
+    def build(source_dir: Path) -> Segmentation:
+        layers_labels = [ellipsoids(shape, list(range(1 + n * per_layer, 1 + (n + 1) * per_layer)), np.uint8,
+                                    seed + n, (0.08, 0.25)) for n in range(n_layers)]
+        geometry = Geometry(shape, _synthetic_affine(shape, (1.5, 0.8, 0.8)), generate_uid())
+        files = write_ct_series(geometry, np.maximum.reduce(layers_labels), source_dir, patient)
+        layers = [Layer(labels, _segments(_present(labels))) for labels in layers_labels]
+        return Segmentation(geometry, layers, referenced_series(files))
+
+    return build
+
+
+#: Cases of the scaling study (grid size, segment count, layer count); run with the SCALING formats only.
+SCALING = {
+    "voxels": ["grid128", "grid256", "tsfull", "grid512x1000"],
+    "segments": ["seg10", "seg100", "seg1000"],
+    "layers": ["layers1", "layers3", "layers10"],
+}
+
 CASES: dict[str, CaseSpec] = {
     spec.name: spec
     for spec in (
@@ -380,6 +401,24 @@ CASES: dict[str, CaseSpec] = {
         CaseSpec("synth300", "300 ellipsoids, uint16, 384x384x200",
                  _build_synthetic(300, np.uint16, (200, 384, 384), 300, "SYNTH300"), False),
         CaseSpec("overlap3", "42 overlapping ellipsoids in 3 layers, 256x256x160", build_overlap3, True),
+        CaseSpec("grid128", "40 ellipsoids, uint8, 128x128x128",
+                 _build_synthetic(40, np.uint8, (128, 128, 128), 128, "GRID128"), False),
+        CaseSpec("grid256", "40 ellipsoids, uint8, 256x256x256",
+                 _build_synthetic(40, np.uint8, (256, 256, 256), 256, "GRID256"), False),
+        CaseSpec("grid512x1000", "61 ellipsoids, uint8, 512x512x1000 (the memory case)",
+                 _build_synthetic(61, np.uint8, (1000, 512, 512), 1000, "GRID1000"), False),
+        CaseSpec("seg10", "10 ellipsoids, uint16, 256x256x100",
+                 _build_synthetic(10, np.uint16, (100, 256, 256), 10, "SEG10"), False),
+        CaseSpec("seg100", "100 ellipsoids, uint16, 256x256x100",
+                 _build_synthetic(100, np.uint16, (100, 256, 256), 100, "SEG100"), False),
+        CaseSpec("seg1000", "1000 ellipsoids, uint16, 256x256x100",
+                 _build_synthetic(1000, np.uint16, (100, 256, 256), 1001, "SEG1000"), False),
+        CaseSpec("layers1", "1 layer of 10 ellipsoids, 256x256x100", _build_layers(1, 10, (100, 256, 256), 31,
+                                                                                   "LAYERS1"), False),
+        CaseSpec("layers3", "3 overlapping layers of 10 ellipsoids, 256x256x100",
+                 _build_layers(3, 10, (100, 256, 256), 33, "LAYERS3"), False),
+        CaseSpec("layers10", "10 overlapping layers of 10 ellipsoids, 256x256x100",
+                 _build_layers(10, 10, (100, 256, 256), 40, "LAYERS10"), False),
         CaseSpec("tiny", "6 labels, 48x40x10 (smoke test)",
                  _build_synthetic(6, np.uint8, (10, 40, 48), 6, "TINY", value_step=3), True),
     )

@@ -10,7 +10,7 @@ Every format has four steps; only ``export`` and ``import_`` are timed::
 
 Families: ``ours-node`` (Slicer segmentation node <-> files through the MRML bridge),
 ``ours-numpy`` (library only), ``peer`` (highdicom, dcmqi, Slicer .seg.nrrd, NIfTI) and
-``floor`` (CharLS alone on all frames).
+``floor`` (the JPEG-LS codec alone on all frames, as the library calls it).
 """
 
 from __future__ import annotations
@@ -69,6 +69,13 @@ class Format:
         raise NotImplementedError
 
     def check(self, truth: Segmentation, result: Any) -> Check:
+        raise NotImplementedError
+
+    #: True if ``remove`` can time removing what ``import_`` made (a Slicer node) from its scene.
+    removes = False
+
+    def remove(self, state: Any, imported: list[Any]) -> None:
+        """Remove the imported result from its scene and drop it (``imported`` holds the only reference)."""
         raise NotImplementedError
 
     def teardown(self) -> None:
@@ -148,6 +155,21 @@ def compare_names_colors(truth: Segmentation, names: list[str], colors: list[tup
     if not bad_names and not bad_colors:
         return "names+colors"
     return f"{bad_names} names, {bad_colors} colors differ"
+
+
+def remove_node(scene: Any, imported: list[Any]) -> None:
+    """What deleting a node or closing the scene costs: RemoveNode, then the last reference goes (destructors).
+
+    A garbage collection is timed only if something still holds the node (it is then what frees it).
+    """
+    import gc
+    import weakref
+
+    node = weakref.ref(imported[0])
+    scene.RemoveNode(imported[0])
+    imported.clear()
+    if node() is not None:
+        gc.collect()
 
 
 def single_layer(truth: Segmentation) -> np.ndarray:
@@ -295,6 +317,11 @@ class OursNode(Format):
         segmentation = load.segmentationFromFiles([str(f) for f in files])
         return load.nodeFromSegmentation(segmentation, state.scene, "imported")
 
+    removes = True
+
+    def remove(self, state: Any, imported: list[Any]) -> None:
+        remove_node(state.scene, imported)
+
     def check(self, truth: Segmentation, result: Any) -> Check:
         from DICOMLabelmapSegLib import mrml
         return check_model(truth, mrml.segmentation_from_node(result))
@@ -315,33 +342,38 @@ class Highdicom(Format):
             self.name, self.label = "highdicom-binary", "highdicom BINARY"
 
     def setup_export(self, case: PreparedCase, truth: Segmentation) -> Any:
-        return truth, case.source_files
-
-    def export(self, state: Any, out_dir: Path) -> list[Path]:
-        """Read the source headers (timed, as in our export), relabel to 1..n, hd.seg.Segmentation, save."""
-        import highdicom as hd
-        import pydicom
-        from DICOMLabelmapSegLib.dicom.segment import segment_description
-        from DICOMLabelmapSegLib.geometry import slice_normal
-        from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
-
-        truth, files = state
-        sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-        normal = slice_normal(sources[0].ImageOrientationPatient)  # in the truth's slice order (k)
-        sources.sort(key=lambda ds: float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient])))
+        """Untimed: highdicom needs segment numbers 1..n, so label values with gaps are renumbered here."""
         labelmap = self.segmentation_type == "LABELMAP"
-        series_uid = hd.UID()
-        paths = []
         groups: list[tuple[np.ndarray, list[Any]]] = []
         if labelmap or len(truth.layers) == 1:
-            for layer in truth.layers:  # highdicom needs segment numbers 1..n: relabel with a lookup table
+            for layer in truth.layers:
                 values = [s.label_value for s in layer.segments]
+                if values == list(range(1, len(values) + 1)):
+                    groups.append((layer.labels, layer.segments))
+                    continue
                 lut = np.zeros(max(values) + 1 if values else 1, dtype=np.uint16 if len(values) > 255 else np.uint8)
                 lut[values] = np.arange(1, len(values) + 1)
                 groups.append((lut[layer.labels], layer.segments))
         else:  # overlapping BINARY: one stack of masks, segments numbered over all layers
             masks = np.stack([mask for _, mask in truth_masks(truth)], axis=-1)
             groups.append((masks, truth.segments))
+        return groups, case.source_files
+
+    def export(self, state: Any, out_dir: Path) -> list[Path]:
+        """Read the source headers (timed, as in our export), hd.seg.Segmentation per layer, save."""
+        import highdicom as hd
+        import pydicom
+        from DICOMLabelmapSegLib.dicom.segment import segment_description
+        from DICOMLabelmapSegLib.geometry import slice_normal
+        from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless
+
+        groups, files = state
+        sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+        normal = slice_normal(sources[0].ImageOrientationPatient)  # in the truth's slice order (k)
+        sources.sort(key=lambda ds: float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient])))
+        labelmap = self.segmentation_type == "LABELMAP"
+        series_uid = hd.UID()
+        paths = []
         for index, (pixels, segments) in enumerate(groups):
             descriptions = [segment_description(dataclasses.replace(s, label_value=n + 1))
                             for n, s in enumerate(segments)]
@@ -668,6 +700,11 @@ class SlicerSegNrrd(Format):
 
         return slicerenv.load_segmentation_node(state, files[0])
 
+    removes = True
+
+    def remove(self, state: Any, imported: list[Any]) -> None:
+        remove_node(state.scene, imported)
+
     def check(self, truth: Segmentation, result: Any) -> Check:
         from DICOMLabelmapSegLib import mrml
         return check_model(truth, mrml.segmentation_from_node(result))
@@ -712,49 +749,65 @@ class Nifti(Format):
 # Floor: the JPEG-LS codec alone
 
 
-class CharlsFloor(Format):
-    """CharLS (pyjpegls) encoding / decoding every frame of every layer, nothing else."""
+class CodecFloor(Format):
+    """The JPEG-LS codec alone, as the library calls it (codecs.encode_frames and the registry's decoder, 8 or 16
+    bits as the SEG stores them), on every frame of every layer, 1 or 2 threads; nothing else."""
 
     family = "floor"
 
     def __init__(self, threads: int):
         self.threads = threads
-        self.name = f"codec-charls-{threads}t"
-        self.label = f"CharLS alone, {threads} thread{'s' if threads > 1 else ''}"
+        self.name = f"codec-jpeg-ls-{threads}t"
+        self.label = f"JPEG-LS codec alone, {threads} thread{'s' if threads > 1 else ''}"
 
-    def _map(self, function: Any, items: list[Any]) -> list[Any]:
-        if self.threads <= 1:
-            return [function(item) for item in items]
-        with ThreadPoolExecutor(self.threads) as pool:
-            return list(pool.map(function, items, chunksize=8))
+    def available(self) -> str | None:
+        return _missing("DICOMLabelmapSegLib.dicom.codecs")
 
     def setup_export(self, case: PreparedCase, truth: Segmentation) -> Any:
-        return [np.ascontiguousarray(frame) for layer in truth.layers for frame in layer.labels]
+        return [np.ascontiguousarray(layer.labels) for layer in truth.layers]
 
     def export(self, state: Any, out_dir: Path) -> list[Path]:
-        import jpeg_ls
+        from DICOMLabelmapSegLib.dicom.codecs import encode_frames
+        from DICOMLabelmapSegLib.dicom.syntax import TransferSyntax
 
-        streams = self._map(jpeg_ls.encode, state)
+        streams = [s for labels in state for s in encode_frames(labels, TransferSyntax.JPEG_LS, self.threads)]
         path = out_dir / "frames.jls"
-        with open(path, "wb") as f:  # the size column: all codestreams back to back
+        with open(path, "wb") as f:  # the size column: all code streams back to back
             for stream in streams:
-                f.write(stream.tobytes())
-        with open(out_dir / "frames.idx", "w") as f:
-            json.dump([int(s.size) for s in streams], f)
+                f.write(stream)
+        shapes = [[int(n) for n in labels.shape] + [labels.dtype.itemsize * 8] for labels in state]
+        (out_dir / "frames.json").write_text(json.dumps({"sizes": [len(s) for s in streams], "layers": shapes}))
         return [path]
 
     def import_(self, state: Any, files: list[Path]) -> Any:
-        import jpeg_ls
+        from DICOMLabelmapSegLib.dicom.codecs import FrameFormat
+        from DICOMLabelmapSegLib.dicom.syntax import TransferSyntax
 
-        sizes = json.loads((files[0].parent / "frames.idx").read_text())
-        data = files[0].read_bytes()
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
-        streams = [data[offsets[n]:offsets[n + 1]] for n in range(len(sizes))]
-        return self._map(jpeg_ls.decode, [np.frombuffer(s, np.uint8) for s in streams])
+        index = json.loads((files[0].parent / "frames.json").read_text())
+        data = memoryview(files[0].read_bytes())
+        offsets = np.concatenate([[0], np.cumsum(index["sizes"])])
+        streams = [data[offsets[n]:offsets[n + 1]] for n in range(len(index["sizes"]))]
+        layers, first = [], 0
+        for slices, rows, columns, bits in index["layers"]:
+            decode = TransferSyntax.JPEG_LS.codec.decoder(FrameFormat(rows, columns, bits))
+            out = np.empty((slices, rows, columns), dtype=np.uint16 if bits == 16 else np.uint8)
+
+            def one(k: int, decode: Any = decode, out: np.ndarray = out, first: int = first) -> None:
+                out[k] = decode(streams[first + k])
+
+            if self.threads <= 1:
+                for k in range(slices):
+                    one(k)
+            else:
+                with ThreadPoolExecutor(self.threads) as pool:
+                    list(pool.map(one, range(slices)))
+            layers.append(out)
+            first += slices
+        return layers
 
     def check(self, truth: Segmentation, result: Any) -> Check:
-        frames = [frame for layer in truth.layers for frame in layer.labels]
-        ok = len(frames) == len(result) and all(np.array_equal(a, b) for a, b in zip(frames, result))
+        ok = len(truth.layers) == len(result) and all(
+            np.array_equal(layer.labels, labels) for layer, labels in zip(truth.layers, result))
         return Check(ok, "n/a")
 
 
@@ -766,5 +819,5 @@ def all_formats() -> dict[str, Format]:
     formats: list[Format] = [OursNode(s) for s in SYNTAXES]
     formats += [OursNumpy("jpeg-ls"), OursNumpy("deflated")]
     formats += [Highdicom("LABELMAP"), Highdicom("BINARY"), DcmqiBinarySlicer(), DcmqiLabelmap(False),
-                DcmqiLabelmap(True), SlicerSegNrrd(), Nifti(), CharlsFloor(1), CharlsFloor(2)]
+                DcmqiLabelmap(True), SlicerSegNrrd(), Nifti(), CodecFloor(1), CodecFloor(2)]
     return {f.name: f for f in formats}

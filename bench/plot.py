@@ -51,3 +51,46 @@ def plot(raw: dict, path: Path) -> Path:
     fig.savefig(path, dpi=80)
     plt.close(fig)
     return path
+
+
+def plot_scaling(raw: dict, path: Path) -> Path | None:
+    """Export/import seconds of ours and highdicom against label voxels, segment count and layer count."""
+    import cases
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    agg = report.aggregate(raw["rows"])
+    summaries = raw["cases"]
+    studies = [(study, [n for n in names if n in summaries]) for study, names in cases.SCALING.items()]
+    studies = [(study, names) for study, names in studies if len(names) >= 2]
+    if not studies:
+        return None
+    fig, axes = plt.subplots(1, len(studies), figsize=(5 * len(studies), 3.6), squeeze=False)
+    for ax, (study, names) in zip(axes[0], studies):
+        def x_of(name: str, study: str = study) -> float:
+            summary = summaries[name]
+            if study == "voxels":
+                return summary["label_bytes"] / summary["layers"] / (2 if summary["dtype"] == "uint16" else 1) / 1e6
+            return summary["segments"] if study == "segments" else summary["layers"]
+
+        xs = [x_of(n) for n in names]
+        for fmt, color, label in ((report.PRIMARY, "tab:green", "ours"), (report.HIGHDICOM, "tab:blue", "highdicom")):
+            for op, style in (("export", "-o"), ("import", "--s")):
+                ys = [agg.get((n, fmt), {}).get(f"{op}_s") for n in names]
+                points = [(x, y) for x, y in zip(xs, ys) if y is not None]
+                if points:
+                    ax.plot(*zip(*points), style, color=color, label=f"{label} {op}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel({"voxels": "voxels (millions)", "segments": "segments", "layers": "layers"}[study])
+        ax.set_ylabel("seconds")
+        ax.grid(which="both", alpha=0.3)
+        ax.set_title(f"scaling with {study}")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"JPEG-LS LABELMAP, node <-> files - {raw['machine']['date']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -9,7 +9,7 @@ runs once per case, on the cases that allow it.
 Examples::
 
     python bench/run.py                          # full run: updates BENCHMARK.md and bench/benchmark.png
-    python bench/run.py --quick                  # small cases, 1 round, report under bench/results/
+    python bench/run.py --quick                  # small cases + 3 small scaling cases, 1 round, under bench/results/
     python bench/run.py --cases tsfull --formats 'ours-node-*,highdicom-*' --reps 5
     python bench/run.py --skip-slow-peers        # without the ~90 s / ~11 GB dcmqi BINARY export
 """
@@ -36,6 +36,9 @@ import report  # noqa: E402
 
 DEFAULT_CASES = ["tsfull", "ts20", "synth120", "synth300", "overlap3"]
 QUICK_CASES = ["ts20", "overlap3"]
+#: The formats measured on the scaling cases (cases.SCALING) that are not default cases.
+SCALING_FORMATS = ["ours-node-jpeg-ls", "highdicom-labelmap-jpeg-ls", "codec-jpeg-ls-1t"]
+QUICK_SCALING = ["grid128", "seg10", "layers3"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,10 +49,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--formats", help="comma-separated format names or globs (default: all); "
                         f"formats: {', '.join(peers.all_formats())}")
     parser.add_argument("--reps", type=int, help="rounds (default 3; --quick: 1)")
-    parser.add_argument("--other-reps", type=int,
-                        help="rounds for the cases other than tsfull (default: --reps); e.g. 1 to save time")
+    parser.add_argument("--other-reps", type=int, default=1,
+                        help="rounds for the cases other than tsfull (default 1; the targets are on tsfull)")
     parser.add_argument("--skip-slow-peers", action="store_true",
                         help="skip Slicer's built-in dcmqi BINARY path (the tsfull export takes ~90 s and ~11 GB)")
+    parser.add_argument("--no-scaling", action="store_true",
+                        help="skip the scaling cases (grid size, segment and layer counts; 512x512x1000 included)")
+    parser.add_argument("--scaling-reps", type=int, default=1, help="rounds for the scaling cases (default 1)")
     parser.add_argument("--cold", action="store_true", help="no warm-up: include lazy imports/initialisation")
     parser.add_argument("--results", type=Path, default=BENCH_DIR / "results", help="output folder (gitignored)")
     parser.add_argument("--update-docs", action="store_true",
@@ -102,7 +108,12 @@ def _key(spec: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    case_names = args.cases.split(",") if args.cases else (QUICK_CASES if args.quick else DEFAULT_CASES)
+    case_names = args.cases.split(",") if args.cases else list(QUICK_CASES if args.quick else DEFAULT_CASES)
+    scaling_only: set[str] = set()
+    if not args.cases and not args.no_scaling:
+        wanted = QUICK_SCALING if args.quick else [c for study in cases.SCALING.values() for c in study]
+        scaling_only = {c for c in wanted if c not in case_names}
+        case_names += [c for c in wanted if c not in case_names]
     unknown = [c for c in case_names if c not in cases.CASES]
     if unknown:
         raise SystemExit(f"Unknown case(s) {unknown}; cases: {', '.join(cases.CASES)}")
@@ -129,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
             case = prepared[name]
             if name != "tsfull" and args.other_reps is not None and rep >= args.other_reps:
                 continue
+            if name in scaling_only and rep >= args.scaling_reps:
+                continue
             for fmt in order:
+                if name in scaling_only and fmt.name not in SCALING_FORMATS:
+                    continue
                 if fmt.slow and (args.skip_slow_peers or rep > 0 or not case.slow_peers):
                     continue
                 out = scratch / name / fmt.name / f"rep{rep}"
@@ -143,26 +158,34 @@ def main(argv: list[str] | None = None) -> int:
                     imported = run_worker({**base, "op": "import"}, args.timeout, log, args.in_process)
                     rows.append(imported)
                     _print(imported)
+                    if fmt.removes and imported.get("status") == "ok" and not args.in_process:
+                        removed = run_worker({**base, "op": "remove"}, args.timeout, log, args.in_process)
+                        rows.append(removed)
+                        _print(removed)
                 shutil.rmtree(out, ignore_errors=True)
     machine["load_after"] = report.load_average()
     machine["duration_s"] = round(time.time() - started)
 
     raw = {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()}, "rows": rows,
-           "cases": {name: prepared[name].summary() for name in case_names},
+           "cases": {name: prepared[name].summary() for name in case_names}, "scaling_only": sorted(scaling_only),
            "formats": {name: fmt.family for name, fmt in peers.all_formats().items()}}
     (results_dir / f"raw-{stamp}.json").write_text(json.dumps(raw, indent=1))
     (results_dir / "latest.json").write_text(json.dumps(raw, indent=1))
     write_docs = (not partial or args.update_docs) and not args.no_docs
     markdown_path = REPO_DIR / "BENCHMARK.md" if write_docs else results_dir / "report.md"
     plot_path = BENCH_DIR / "benchmark.png" if write_docs else results_dir / "benchmark.png"
-    text = report.render(raw, str(plot_path.relative_to(REPO_DIR)) if write_docs else plot_path.name)
-    report.write_markdown(markdown_path, text)
+    scaling_path = plot_path.with_name("scaling.png")
+    scaling_name = None
     try:
         import plot
 
         plot.plot(raw, plot_path)
+        if plot.plot_scaling(raw, scaling_path) is not None:
+            scaling_name = str(scaling_path.relative_to(REPO_DIR)) if write_docs else scaling_path.name
     except Exception as error:  # a missing matplotlib must not lose the results
         print(f"plot failed: {error}", file=sys.stderr)
+    text = report.render(raw, str(plot_path.relative_to(REPO_DIR)) if write_docs else plot_path.name, scaling_name)
+    report.write_markdown(markdown_path, text)
     print(f"\nReport: {markdown_path}\nPlot: {plot_path}\nRaw: {results_dir / f'raw-{stamp}.json'}")
     print(report.summary_text(raw))
     return 0
@@ -174,7 +197,7 @@ def _print(row: dict) -> None:
         print(f"{head} {row.get('status')}: {str(row.get('error', ''))[:150]}", flush=True)
         return
     extra = f" {row['bytes'] / 1e6:9.3f} MB" if row["op"] == "export" else \
-        f" lossless={row.get('lossless')} meta={row.get('metadata')}"
+        f" lossless={row.get('lossless')} meta={row.get('metadata')}" if row["op"] == "import" else ""
     peak = max(row.get("peak_above_baseline_mb") or 0, row.get("child_peak_mb") or 0)
     print(f"{head} {row['seconds']:8.3f} s  peak {peak:8.1f} MB{extra}", flush=True)
 

@@ -118,6 +118,10 @@ def measure(spec: dict) -> dict:
         else:
             files = [Path(p) for p in json.loads((out_dir / "files.json").read_text())]
             state = fmt.setup_import(case)
+            if spec["op"] == "remove":  # untimed: the import whose result is then removed
+                if not fmt.removes:
+                    raise peers.NotApplicable("nothing to remove")
+                imported = [fmt.import_(state, files)]
     except peers.NotApplicable as reason:
         return {**result, "status": "n/a", "error": str(reason)}
     if spec.get("gc", True):
@@ -138,6 +142,8 @@ def measure(spec: dict) -> dict:
         with sampler:
             if spec["op"] == "export":
                 output = fmt.export(state, out_dir)
+            elif spec["op"] == "remove":
+                output = fmt.remove(state, imported)
             else:
                 output = fmt.import_(state, files)
     finally:
@@ -166,7 +172,7 @@ def measure(spec: dict) -> dict:
         (out_dir / "files.json").write_text(json.dumps(files))
         result["bytes"] = peers.total_size(output)
         result["files"] = len(files)
-    else:
+    elif spec["op"] == "import":
         check = fmt.check(case.load_truth(), output)
         result.update(lossless=check.voxels, metadata=check.metadata, check_detail=check.detail)
     return result
