@@ -714,3 +714,32 @@ def test_export_reads_a_layer_on_the_grid_without_copying_it(slicer_core, mrml_s
     image.Modified()
     copied = mrml.segmentation_from_node(node).layers[0].labels
     assert not np.shares_memory(copied, voxels) and copied.reshape(-1)[0] == 0 and voxels[0] == 200
+
+
+def test_import_decodes_into_the_node_memory(slicer_core, mrml_scene, tmp_path):
+    """Within labels_in_vtk_memory the reader decodes into VTK memory and the node uses it without a copy."""
+    from DICOMLabelmapSegLib.dicom.reader import read_segmentation
+    from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
+    from DICOMLabelmapSegLib.dicom.writer import write_labelmap_seg
+    from synthetic import make_ct_series
+
+    make_ct_series(tmp_path / "ct", (5, 12, 16), make_affine())
+    geometry = geometry_from_source(read_source_series(tmp_path / "ct"))
+    model = make_segmentation(geometry, layers=[[1, 2, 5], [3, 4]])
+    files = write_labelmap_seg(model, tmp_path / "ct", tmp_path / "seg")
+    with mrml.labels_in_vtk_memory():
+        back = read_segmentation(files)
+    node = mrml.node_from_segmentation(back, mrml_scene)
+    again = mrml.node_from_segmentation(back, mrml_scene)
+    binary = mrml._binary_labelmap_name()
+    for index, layer in enumerate(back.layers):
+        voxels = mrml.numpy_support.vtk_to_numpy(node.GetSegmentation().GetLayerDataObject(index, binary)
+                                                 .GetPointData().GetScalars())
+        copied = mrml.numpy_support.vtk_to_numpy(again.GetSegmentation().GetLayerDataObject(index, binary)
+                                                 .GetPointData().GetScalars())
+        assert np.shares_memory(voxels, layer.labels)  # decoded in place
+        assert not np.shares_memory(copied, layer.labels)  # a second node gets its own voxels
+    assert differences(model, mrml.segmentation_from_node(node)) == []
+    assert differences(model, mrml.segmentation_from_node(again)) == []
+    plain = read_segmentation(files)  # outside the block: numpy memory
+    assert differences(plain, back) == []

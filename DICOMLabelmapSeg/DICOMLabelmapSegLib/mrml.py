@@ -74,6 +74,7 @@ from .model import (
 __all__ = [
     "find_series_node",
     "find_study_item",
+    "labels_in_vtk_memory",
     "get_terminology_entry",
     "node_from_segmentation",
     "place_in_subject_hierarchy",
@@ -649,8 +650,50 @@ def _default_name(segmentation: Segmentation) -> str:
     return "Segmentation"
 
 
+#: Label volumes allocated in VTK memory by :func:`vtk_label_volume`: id(array) -> (weak array, image).
+_vtkLabelImages: dict[int, tuple[weakref.ref, slicer.vtkOrientedImageData]] = {}
+
+
+def vtk_label_volume(shape: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
+    """A zero-filled ``(slices, rows, columns)`` label array in the memory of a new vtkOrientedImageData.
+
+    :func:`node_from_segmentation` then uses that image for the layer instead of copying the
+    labels into a new one (once: a second node from the same array gets its own copy).
+    """
+    slices, rows, columns = shape
+    image = slicer.vtkOrientedImageData()
+    image.SetExtent(0, columns - 1, 0, rows - 1, 0, slices - 1)
+    image.AllocateScalars(_VTK_TYPES[np.dtype(dtype)], 1)
+    array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(shape)
+    array.fill(0)
+    key = id(array)
+    _vtkLabelImages[key] = (weakref.ref(array), image)
+    weakref.finalize(array, _vtkLabelImages.pop, key, None)
+    return array
+
+
+def labels_in_vtk_memory():  # noqa: ANN201 - a context manager
+    """Within the block, the reader decodes LABELMAP layers straight into VTK memory (:func:`vtk_label_volume`).
+
+    Use around reading a SEG whose model goes to :func:`node_from_segmentation` next: the node
+    then holds the decoded voxels without a second copy of the label volume.
+    """
+    from .dicom.reader import labels_allocated_by
+
+    return labels_allocated_by(vtk_label_volume)
+
+
 def _oriented_image(labels: np.ndarray, grid: _Grid) -> slicer.vtkOrientedImageData:
-    """A vtkOrientedImageData owning a copy of ``labels`` (VTK memory: no lifetime coupling to numpy)."""
+    """A vtkOrientedImageData holding ``labels``: the image they were decoded into, else a copy (VTK memory)."""
+    entry = _vtkLabelImages.get(id(labels))
+    if entry is not None and entry[0]() is labels and labels.shape == grid.shape:
+        del _vtkLabelImages[id(labels)]  # used once: the image now belongs to this node
+        image = entry[1]
+        scalars = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
+        if np.shares_memory(scalars, labels):
+            image.SetExtent(*grid.extent)
+            image.SetImageToWorldMatrix(grid.vtk_matrix())
+            return image
     image = slicer.vtkOrientedImageData()
     image.SetExtent(*grid.extent)
     image.SetImageToWorldMatrix(grid.vtk_matrix())

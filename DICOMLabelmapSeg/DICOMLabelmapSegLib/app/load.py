@@ -44,10 +44,16 @@ def findReferenceVolume(scene: Any, referencedSeriesUID: str, referencedInstance
 
 
 def segmentationFromFiles(files: Sequence[str]) -> Any:
-    """Read one SEG series (all its files) into the model; typed errors with clear messages."""
-    from ..dicom.reader import read_segmentation
+    """Read one SEG series (all its files) into the model; typed errors with clear messages.
 
-    return read_segmentation([str(f) for f in files])
+    LABELMAP layers are decoded straight into VTK memory (``mrml.labels_in_vtk_memory``), which
+    :func:`nodeFromSegmentation` then uses without copying the label volume.
+    """
+    from ..dicom.reader import read_segmentation
+    from ..mrml import labels_in_vtk_memory
+
+    with labels_in_vtk_memory():
+        return read_segmentation([str(f) for f in files])
 
 
 def nodeFromSegmentation(

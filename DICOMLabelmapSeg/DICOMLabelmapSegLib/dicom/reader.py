@@ -15,12 +15,14 @@ typed :class:`~.errors.LabelmapSegError` that says what is wrong and what to do.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import filecmp
 import logging
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, Union
@@ -581,6 +583,25 @@ def _check_frame_budget(header: Header, max_voxels: int, allow_lossy: bool = Fal
         pixels.check_lossless(header.ds, where, f"{header.segmentation_type.value} segmentation", allow_lossy)
 
 
+#: Allocates LABELMAP label volumes while set (see :func:`labels_allocated_by`); None: numpy.
+_LABEL_ALLOCATOR: contextvars.ContextVar[Callable[[tuple, np.dtype], np.ndarray] | None] = contextvars.ContextVar(
+    "label_allocator", default=None)
+
+
+@contextlib.contextmanager
+def labels_allocated_by(allocate: Callable[[tuple, np.dtype], np.ndarray]) -> Iterator[None]:
+    """Within the block, LABELMAP label volumes are decoded into ``allocate(shape, dtype)`` (zero-filled arrays).
+
+    The MRML bridge uses it to decode straight into the VTK memory of the node it creates next
+    (:func:`~..mrml.labels_in_vtk_memory`): no second copy of the label volume.
+    """
+    token = _LABEL_ALLOCATOR.set(allocate)
+    try:
+        yield
+    finally:
+        _LABEL_ALLOCATOR.reset(token)
+
+
 def _read_labelmap_layer(header: Header, geometry: Geometry, slice_indices: np.ndarray, workers: int,
                          allow_lossy: bool = False) -> Layer:
     where = instance_name(header.instance)
@@ -594,7 +615,9 @@ def _read_labelmap_layer(header: Header, geometry: Geometry, slice_indices: np.n
         if padding in described:
             logger.warning("%s: Pixel Padding Value %d is also a segment number; kept as that segment.", where, padding)
         padding = None
-    out = np.zeros(geometry.shape, dtype=header.layout.dtype)
+    allocate = _LABEL_ALLOCATOR.get()
+    out = np.zeros(geometry.shape, dtype=header.layout.dtype) if allocate is None else \
+        allocate(geometry.shape, header.layout.dtype)
     counts = pixels.decode_labelmap_frames(header.ds, header.layout, slice_indices, out, padding, workers,
                                            allow_lossy)
     present = set(np.flatnonzero(counts).tolist())
