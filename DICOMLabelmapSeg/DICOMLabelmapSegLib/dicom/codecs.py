@@ -368,8 +368,12 @@ def check_j2k(stream: bytes | memoryview, frame: FrameFormat) -> J2kHeader:
 
 
 def jpeg_2000_frame(frame: np.ndarray) -> bytes:
-    """The lossless JPEG 2000 code stream (J2K, no JP2 box) of one 2D uint8/uint16 frame."""
-    if min(frame.shape) >= _OPENJPEG_MIN_SIDE:
+    """The lossless JPEG 2000 code stream (J2K, no JP2 box) of one 2D uint8/uint16 frame.
+
+    pylibjpeg-openjpeg when installed (frames with sides of 32 or more), else Pillow, which Slicer
+    bundles (its OpenJPEG, reversible 5-3 wavelet, fewer resolutions for small frames).
+    """
+    if min(frame.shape) >= _OPENJPEG_MIN_SIDE and importlib.util.find_spec("openjpeg") is not None:
         import openjpeg
 
         return bytes(openjpeg.encode(np.ascontiguousarray(frame), bits_stored=8 * frame.dtype.itemsize,
@@ -406,7 +410,7 @@ class Jpeg2000Codec(Codec):
     def check_header(self, stream: bytes | memoryview, frame: FrameFormat) -> None:
         check_j2k(stream, frame)
 
-    encoder_modules = (("openjpeg", "pylibjpeg-openjpeg"),)
+    encoder_modules = (("PIL", "pillow"),)  # pylibjpeg-openjpeg is used instead when installed
     decoder_modules = (("openjpeg", "pylibjpeg-openjpeg"),)
     max_side = 2**31
 
