@@ -162,13 +162,15 @@ def _iter_datasets(
     check_geometry(segmentation, source)
     series_instance_uid = options.series_instance_uid or hd.UID()
     plane_positions, plane_orientation, pixel_measures = _spatial_metadata(segmentation)
-    sources = _highdicom_sources(source, pixel_measures[0].SliceThickness)
+    thickness = pixel_measures[0].SliceThickness
     order = source_order_of_grid(segmentation.geometry, source)
+    grid_sources = list(source)
     if order is not None:
         # The grid is the source's: highdicom takes the positions from the sources (matching given
-        # positions against them costs it n^2 lookups), slice k from sources[order[k]].
-        sources = [sources[i] for i in order]
+        # positions against them costs it n^2 lookups), slice k from source[order[k]].
+        grid_sources = [source[i] for i in order]
         plane_positions = None
+    copies: list[Dataset] | None = None  # the header copies highdicom gets on the plain path, made when needed
     count = len(layers)
     spatial = (plane_positions, plane_orientation, pixel_measures)
     for index, layer in enumerate(layers):
@@ -176,10 +178,12 @@ def _iter_datasets(
             progress(index / count, f"Encoding layer {index + 1} of {count}")
         ds = None
         if clone and order is not None:
-            ds = _cloned_layer_dataset(layer, index + 1, sources, source, series_instance_uid, spatial, options,
-                                       segmentation.geometry)
+            ds = _cloned_layer_dataset(layer, index + 1, grid_sources, source, series_instance_uid, spatial, options,
+                                       segmentation.geometry, thickness)
         if ds is None:
-            ds = _layer_dataset(layer, index + 1, sources, series_instance_uid, spatial, options, segmentation.geometry)
+            if copies is None:
+                copies = _highdicom_sources(grid_sources, thickness)
+            ds = _layer_dataset(layer, index + 1, copies, series_instance_uid, spatial, options, segmentation.geometry)
             if order is not None and order != sorted(order):
                 _reference_in_source_order(ds, source)
         compat.warn_at_export(ds)  # CompatibilityWarning: a major consumer misreads this file (labels unchanged)
@@ -488,18 +492,21 @@ def _cloned_layer_dataset(
     spatial: tuple,
     options: ExportOptions,
     geometry: Geometry,
+    slice_thickness: float,
 ) -> Dataset | None:
     """The instance of ``layer`` on the source grid, per-frame metadata cloned from a two-frame highdicom instance.
 
     ``sources[k]`` is the source image of slice k, ``referenced`` the source series in its
     own order (the order of the top-level references). None if the fast path does not apply;
-    the result is the same as :func:`_layer_dataset`'s but for UIDs, dates and times.
+    the result is the same as :func:`_layer_dataset`'s but for UIDs, dates and times. Only the
+    first two sources are copied for highdicom (:func:`_highdicom_sources`).
     """
     count = layer.labels.shape[0]
     if count < 3 or len(sources) != count or not hasattr(hd.spatial, "get_volume_positions"):
         return None
-    ds = _layer_dataset(Layer(layer.labels[:2], layer.segments), instance_number, sources[:2], series_instance_uid,
-                        spatial, options, geometry)
+    ds = _layer_dataset(Layer(layer.labels[:2], layer.segments), instance_number,
+                        _highdicom_sources(sources[:2], slice_thickness), series_instance_uid, spatial, options,
+                        geometry)
     if not _spacing_of_all_slices(ds, sources, geometry):
         return None
     if not clone_frames(ds, sources, referenced):
