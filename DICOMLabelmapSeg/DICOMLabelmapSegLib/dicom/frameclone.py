@@ -18,13 +18,14 @@ the two paths' files element by element over varied inputs.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import MutableSequence, Sequence
 
 import numpy as np
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import correct_ambiguous_vr, write_dataset
+from pydicom.tag import BaseTag
 from pydicom.valuerep import DS
 
 PER_FRAME_FUNCTIONAL_GROUPS = 0x52009230
@@ -91,7 +92,7 @@ def _ui(tag: int, uid: str) -> bytes:
 
 def _ds(tag: int, values: Sequence) -> bytes:
     numbers = [DS(value, auto_format=True) for value in values]
-    text = "\\".join(x.original_string if hasattr(x, "original_string") else str(x) for x in numbers)
+    text = "\\".join(getattr(x, "original_string", None) or str(x) for x in numbers)
     value = (text + " " * (len(text) % 2)).encode("ascii")
     return _tag_bytes(tag) + b"DS" + len(value).to_bytes(2, "little") + value
 
@@ -161,7 +162,7 @@ def _reference_elements(source: Dataset) -> list[bytes]:
 
 
 def _raw_sequence(tag: int, items: bytes) -> RawDataElement:
-    return RawDataElement(tag, "SQ", len(items), items, 0, False, True, True, False)
+    return RawDataElement(BaseTag(tag), "SQ", len(items), items, 0, False, True, True, False)
 
 
 def clone_frames(mini: Dataset, sources: Sequence[Dataset], referenced: Sequence[Dataset]) -> bool:
@@ -202,8 +203,9 @@ def clone_frames(mini: Dataset, sources: Sequence[Dataset], referenced: Sequence
             return False
         instances = series_items[0].ReferencedInstanceSequence
         by_uid = {str(image.SOPInstanceUID): image for image in sources[:2]}
-        order = [by_uid.get(str(item.ReferencedSOPInstanceUID)) for item in source_items]
-        if any(image is None for image in order) or len(instances) != 2:
+        found = [by_uid.get(str(item.ReferencedSOPInstanceUID)) for item in source_items]
+        order = [image for image in found if image is not None]
+        if len(order) != 2 or len(instances) != 2:
             return False
         source_template = _Template(encode_item(source_items[0]), _reference_elements(order[0]))
         instance_template = _Template(encode_item(instances[0]), _reference_elements(order[0]))
@@ -229,7 +231,7 @@ def clone_frames(mini: Dataset, sources: Sequence[Dataset], referenced: Sequence
     return True
 
 
-def _as_if_read(ds: Dataset, character_set: object) -> None:
+def _as_if_read(ds: Dataset, character_set: str | MutableSequence[str] | None) -> None:
     """Mark ``ds`` and every nested dataset as read in explicit VR little endian with ``character_set``.
 
     pydicom then writes raw elements unchanged instead of parsing and re-encoding them, and does

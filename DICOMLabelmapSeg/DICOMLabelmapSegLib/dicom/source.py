@@ -23,6 +23,7 @@ from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import BaseTag
+from pydicom.uid import UID
 
 from ..errors import GeometryMismatchError, SourceImageError
 from ..geometry import affine_from_plane, slice_indices, slice_normal
@@ -270,14 +271,14 @@ def _read_slice_header(path: Path) -> Dataset | None:
     except OSError as error:
         logger.debug("Skipping %s: not readable (%s)", path, error)
         return None
-    ds = Dataset(elements)
+    ds = Dataset(dict(elements))
     if not _values_readable(ds, path, _BINARY_KEYWORDS):  # text values are parsed from raw bytes (_string)
         return None
     if 0x00280008 in elements and _string(ds, "NumberOfFrames") not in ("", "1"):
         return _read_header(path)  # multi-frame: its functional groups are needed
     ds.set_original_encoding(syntax == _IMPLICIT_LITTLE, True)
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = syntax
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
     ds.filename = str(path)
     ds._slice_tags_only = True  # the ends of a series are read again in full
     return ds
@@ -314,7 +315,7 @@ class _Walker:
 
     def meta(self) -> dict[int, bytes]:
         """The values of the file meta elements (group 0002, explicit VR little endian)."""
-        values = {}
+        values: dict[int, bytes] = {}
         while True:
             self._need(self.position + 8)
             if struct.unpack_from("<H", self.data, self.position)[0] != 0x0002:
@@ -326,7 +327,7 @@ class _Walker:
 
     def dataset(self, implicit: bool) -> dict[BaseTag, RawDataElement]:
         """The wanted elements of the top-level dataset, as raw elements."""
-        found = {}
+        found: dict[BaseTag, RawDataElement] = {}
         while True:
             try:
                 tag, vr, length, start = self._header(implicit)

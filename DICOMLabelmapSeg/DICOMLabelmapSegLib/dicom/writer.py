@@ -161,7 +161,8 @@ def _iter_datasets(
     source = read_source_series(source_images)
     check_geometry(segmentation, source)
     series_instance_uid = options.series_instance_uid or hd.UID()
-    plane_positions, plane_orientation, pixel_measures = _spatial_metadata(segmentation)
+    positions, plane_orientation, pixel_measures = _spatial_metadata(segmentation)
+    plane_positions: list[hd.PlanePositionSequence] | None = positions
     thickness = pixel_measures[0].SliceThickness
     order = source_order_of_grid(segmentation.geometry, source)
     grid_sources = list(source)
@@ -429,7 +430,8 @@ def palette_lut(layer: Layer) -> hd.PaletteColorLUTTransformation:
     table = table_rgb.astype(np.uint16) * 257 if wide else table_rgb
     luts = [hd.PaletteColorLUT(0, np.ascontiguousarray(table[:, c]), color) for c, color in
             enumerate(("red", "green", "blue"))]
-    return hd.PaletteColorLUTTransformation(*luts, palette_color_lut_uid=hd.UID())
+    red, green, blue = luts
+    return hd.PaletteColorLUTTransformation(red, green, blue, palette_color_lut_uid=hd.UID())
 
 
 def _first_unused(values: Sequence[int]) -> int | None:
@@ -533,7 +535,7 @@ def _spacing_of_all_slices(ds: Dataset, sources: Sequence[Dataset], geometry: Ge
     if source_value is not None and str(measures.get("SpacingBetweenSlices")) == str(source_value):
         return True
     orientation = ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
-    positions = np.array([[float(v) for v in image.ImagePositionPatient] for image in sources])
+    positions = [[float(v) for v in image.ImagePositionPatient] for image in sources]
     spacing, _ = hd.spatial.get_volume_positions(image_positions=positions, image_orientation=orientation)
     if spacing is None or spacing <= 0:
         return False
