@@ -137,16 +137,22 @@ class AtomicFiles:
             remove_stale_temporaries(final.parent)
         while True:
             temporary = final.parent / temporary_name(final.name)
+            # registered before it exists: an interrupt (Ctrl-C, SIGTERM) right after the creation still
+            # finds it in the list that discard() removes
+            self._pending.append((temporary, final))
             try:
                 descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _NEW_FILE_MODE)
             except FileExistsError:  # pragma: no cover - 32 random bits collided
+                self._pending.pop()
                 continue
+            except BaseException:
+                self._pending.pop()
+                raise
             os.close(descriptor)
             break
         held = _hold(temporary)
         if held is not None:
             self._held.append(held)
-        self._pending.append((temporary, final))
         return temporary
 
     def write_bytes(self, final: str | os.PathLike[str], data: bytes | Iterable[bytes]) -> Path:
@@ -225,23 +231,27 @@ class AtomicFiles:
 
     def _rename_all(self) -> None:
         backups: list[tuple[Path, Path]] = []  # (backup, final) of files this set replaces
+        attempted: list[tuple[Path, Path]] = []  # (temporary, final) of the renames begun
         renamed: list[Path] = []
         try:
             for _, final in self._pending:
                 if os.path.lexists(final):
                     backup = final.parent / temporary_name(final.name)
+                    backups.append((backup, final))  # before it exists: an interrupt still removes it
                     try:
                         os.link(final, backup, follow_symlinks=False)
                     except OSError:  # no hard links here: the old file cannot be restored
+                        backups.pop()
                         continue
                     held = _hold(backup)  # a concurrent cleaner must not take the backup for stale
                     if held is not None:
                         self._held.append(held)
-                    backups.append((backup, final))
             for temporary, final in self._pending:
+                attempted.append((temporary, final))  # before the rename: an interrupt right after it is seen
                 os.replace(temporary, final)
-                renamed.append(final)
         except BaseException:
+            # renamed: the temporary is gone (an interrupt may have come between the rename and the list)
+            renamed.extend(final for temporary, final in attempted if not os.path.lexists(temporary))
             restored = {final for _, final in backups}
             for final in renamed:
                 if final not in restored:
