@@ -81,3 +81,20 @@ def test_writer_uses_series_number_1(tmp_path):
     [path] = write_labelmap_seg(segmentation, sources, tmp_path / "seg", ExportOptions(series_number=1))
     assert pydicom.dcmread(path, stop_before_pixels=True).SeriesNumber == 1
     assert path.name.startswith("1_1_")
+
+
+def test_options_module_is_light_for_slicer_start_up():
+    """The shell reads the defaults when Slicer starts: no pydicom/highdicom at import time."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    library = Path(__file__).resolve().parents[1] / "DICOMLabelmapSeg"
+    script = (
+        f"import sys; sys.path.insert(0, {str(library)!r})\n"
+        "sys.modules['pydicom'] = sys.modules['highdicom'] = None\n"
+        "from DICOMLabelmapSegLib.dicom.options import DEFAULT_SERIES_NUMBER, ExportOptions\n"
+        "print(DEFAULT_SERIES_NUMBER)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "300", done.stderr[-2000:]

@@ -3,6 +3,9 @@
 Every shell (CLI, module panel, DICOM plugin, demo) builds its options through this class, so
 the defaults below are the only ones, and a value that cannot be written is refused here with
 a ``ValueError`` naming the value and the rule, before any work is done.
+
+Light to import (standard library and :mod:`.syntax` only), so that the Slicer shell and
+:mod:`..app` can read the defaults when Slicer starts; Python 3.9 grammar.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import __version__
-from .source import is_valid_uid
 from .syntax import TransferSyntax
 
 __all__ = [
@@ -97,6 +99,8 @@ class ExportOptions:
     threads: int = 0
 
     def __post_init__(self) -> None:
+        from .source import is_valid_uid  # pydicom: imported when options are built, not when Slicer starts
+
         _check_series_number(self.series_number)
         if isinstance(self.threads, bool) or not isinstance(self.threads, numbers.Integral) or self.threads < 0:
             raise ValueError(f"Encoding threads {self.threads!r} must be a whole number >= 0 (0: every core).")
