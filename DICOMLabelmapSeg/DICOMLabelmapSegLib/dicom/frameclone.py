@@ -32,6 +32,7 @@ PER_FRAME_FUNCTIONAL_GROUPS = 0x52009230
 SOURCE_IMAGE_SEQUENCE = 0x00082112
 REFERENCED_SERIES_SEQUENCE = 0x00081115
 REFERENCED_INSTANCE_SEQUENCE = 0x0008114A
+SEGMENT_SEQUENCE = 0x00620002
 _DIMENSION_INDEX_VALUES = 0x00209157
 _IMAGE_POSITION_PATIENT = 0x00200032
 _REFERENCED_SOP_CLASS_UID = 0x00081150
@@ -215,7 +216,15 @@ def clone_frames(mini: Dataset, sources: Sequence[Dataset], referenced: Sequence
     except (AttributeError, IndexError, KeyError, TypeError, ValueError):
         return False
 
-    correct_ambiguous_vr(mini, True)  # what pydicom does before writing; it would also parse raw sequences
+    # What pydicom does before writing (it would also parse raw sequences). The Segment Sequence holds no
+    # ambiguous VR and is the largest part by far with many segments: it is left out of the walk (an
+    # ambiguous VR there would make the write fail, never pass silently).
+    segments = mini.get_item(SEGMENT_SEQUENCE)
+    if segments is not None:
+        del mini[SEGMENT_SEQUENCE]
+    correct_ambiguous_vr(mini, True)
+    if segments is not None:
+        mini[SEGMENT_SEQUENCE] = segments
     frames = b"".join(
         frame_template.fill(_frame_elements(source, int(index))) for source, index in zip(sources, indices)
     )
