@@ -145,7 +145,7 @@ fuzz: setup
 ## ---- cleanup -------------------------------------------------------------------------------------
 
 clean:
-	rm -rf out build dist bench/results .pytest_cache .hypothesis .ruff_cache *.egg-info
+	rm -rf out build dist bench/results .pytest_cache .hypothesis .ruff_cache .mypy_cache *.egg-info
 	find . -path ./$(VENV) -prune -o -path ./$(VENV_COMPAT) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
