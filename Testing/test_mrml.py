@@ -707,11 +707,18 @@ def test_export_reads_a_layer_on_the_grid_without_copying_it(slicer_core, mrml_s
         voxels = mrml.numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
         assert np.shares_memory(layer.labels, voxels)
         assert not layer.labels.flags.writeable
+    # The bridge's count of the labels is reused (the writer does not scan again) while the layer is unchanged.
+    from DICOMLabelmapSegLib import model as model_module
+
+    first = back.layers[0].labels
+    assert id(first) in model_module._KNOWN_PRESENT
+    assert model_module.present_labels(first).tolist() == [0, 1, 2, 3]
     # With a stray value the export copies (and drops it), leaving the node as it was.
     image = node.GetSegmentation().GetLayerDataObject(0, binary)
     voxels = mrml.numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())
     voxels[0] = 200
     image.Modified()
+    assert 200 in model_module.present_labels(first).tolist()  # changed underneath: counted again
     copied = mrml.segmentation_from_node(node).layers[0].labels
     assert not np.shares_memory(copied, voxels) and copied.reshape(-1)[0] == 0 and voxels[0] == 200
 

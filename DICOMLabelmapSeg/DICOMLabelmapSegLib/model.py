@@ -15,6 +15,7 @@ Conventions
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -336,12 +337,34 @@ class Segmentation:
         return replace(self, layers=list(layers))
 
 
+#: Present labels already counted for read-only arrays: id -> (weak array, values, still valid?).
+_KNOWN_PRESENT: dict[int, tuple[weakref.ref, np.ndarray, Callable[[], bool]]] = {}
+
+
+def remember_present_labels(labels: np.ndarray, present: np.ndarray, still_valid: Callable[[], bool]) -> None:
+    """Let :func:`present_labels` answer ``present`` for this read-only array while ``still_valid()`` is True.
+
+    The MRML bridge counts a layer once and hands the writer a read-only view of the node's
+    voxels; ``still_valid`` (the layer image's modification time unchanged) guards against the
+    voxels changing underneath. Writable arrays are never remembered.
+    """
+    if labels.flags.writeable:
+        return
+    key = id(labels)
+    _KNOWN_PRESENT[key] = (weakref.ref(labels), np.asarray(present).copy(), still_valid)
+    weakref.finalize(labels, _KNOWN_PRESENT.pop, key, None)
+
+
 def present_labels(labels: np.ndarray) -> np.ndarray:
     """Sorted distinct values of a uint8/uint16 label array (fast: a histogram, not a sort).
 
     uint8 voxels are counted in pairs (viewed as uint16: half the bincount work); bincount runs
     over chunks of 2^18 values, as it converts its input to int64 (the chunk's copy stays in cache).
+    A read-only array counted before (:func:`remember_present_labels`) is not counted again.
     """
+    known = _KNOWN_PRESENT.get(id(labels))
+    if known is not None and known[0]() is labels and not labels.flags.writeable and known[2]():
+        return known[1].copy()
     if labels.dtype in (np.uint8, np.uint16) and labels.size:
         flat = np.ascontiguousarray(labels).reshape(-1)
         even = flat.size - flat.size % 2 if labels.dtype == np.uint8 else flat.size

@@ -68,6 +68,7 @@ from .model import (
     SeriesInfo,
     label_dtype,
     present_labels,
+    remember_present_labels,
     segment_id,
 )
 
@@ -397,11 +398,17 @@ def _labels_on_grid(
         source_slices.append(slice(lo - shift - e[lo_index], hi - shift - e[lo_index] + 1))
         out_slices.append(slice(lo - g[lo_index], hi - g[lo_index] + 1))
     region = source[tuple(source_slices)]
-    if region.shape == out.shape and region.dtype == out.dtype and not _has_stray_labels(region, values):
-        # The layer is the grid and holds nothing else: a read-only view of the node's voxels, no copy.
-        view = region.view()
-        view.flags.writeable = False
-        return view
+    if region.shape == out.shape and region.dtype == out.dtype:
+        present = _present_values(region)
+        if not set(present) - set(values) - {0}:
+            # The layer is the grid and holds nothing else: a read-only view of the node's voxels, no copy.
+            # Its labels are counted once: the writer's check reuses the count while the layer is unchanged.
+            view = region.view()
+            view.flags.writeable = False
+            mtime = image.GetMTime()
+            remember_present_labels(view, np.asarray(present, dtype=np.int64),
+                                    lambda: image.GetMTime() == mtime)
+            return view
     if region.shape != source.shape:
         outside = int(np.count_nonzero(source)) - int(np.count_nonzero(region))
         if outside:
