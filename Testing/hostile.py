@@ -728,9 +728,11 @@ def _fault_cases() -> list[HostileCase]:
 
     return [
         # the SEG of this case is ~6 KB: writes beyond 2 KB fail the way a full disk does (EFBIG, not ENOSPC)
-        HostileCase("export-full-disk", "faults", _with_reference(full_disk), file_size=2048, check=_no_output),
+        HostileCase("export-full-disk", "faults", _with_reference(full_disk), file_size=2048, check=_no_output,
+                    must_mention=("writing", "failed", "disk space")),
         # an uncompressed NIfTI of 480 voxels is 832 bytes: writes beyond 600 bytes fail like a full disk
-        HostileCase("import-full-disk", "faults", _with_reference(import_full_disk), file_size=600, check=_no_output),
+        HostileCase("import-full-disk", "faults", _with_reference(import_full_disk), file_size=600, check=_no_output,
+                    must_mention=("writing", "failed", "disk space")),
         HostileCase("batch-dev-zero", "devices", batch_dev_zero),
         HostileCase("info-dev-zero", "devices", lambda scratch: ["info", "/dev/zero"]),
         # `check` reports findings on stdout (exit 1 for an error finding)

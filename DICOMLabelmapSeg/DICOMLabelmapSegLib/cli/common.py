@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,11 +118,18 @@ def classify_error(error: BaseException) -> tuple[str, str]:
 
 
 def describe_error(error: BaseException) -> str:
-    """The message of an error, with OSErrors in the 'cannot access PATH: reason' form."""
+    """The message of an error; OSErrors as 'cannot access PATH: reason', or 'writing failed' when the disk is full."""
     if isinstance(error, OSError) and not isinstance(error, LabelmapSegError):
         where = f" {error.filename}" if getattr(error, "filename", None) else ""
+        if error.errno in _WRITE_FAILURES:
+            return (f"writing{where} failed: {error.strerror or error}; free disk space (or raise the file size "
+                    "limit) and run the command again (nothing was left half-written)")
         return f"cannot access{where}: {error.strerror or error}"
     return str(error)
+
+
+#: errno values of a write that ran out of room: disk full, quota exceeded, file size limit.
+_WRITE_FAILURES = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
 def one_line(text: str) -> str:
