@@ -485,7 +485,7 @@ print('ok')
 LOADED_AT_STARTUP = [
     *SLICER_FILES,
     *(MODULE_DIR / "DICOMLabelmapSegLib" / f"{n}.py" for n in (
-        "__init__", "errors", "enums", "model", "dicom/__init__", "dicom/syntax", "app/__init__")),
+        "__init__", "errors", "enums", "model", "dicom/__init__", "dicom/syntax", "dicom/options", "app/__init__")),
     *(APP_DIR / f"{n}.py" for n in APP_MODULES),
 ]
 
@@ -498,7 +498,7 @@ def test_startup_files_parse_with_python_39_grammar(path):
 def test_startup_imports_are_only_the_light_library_modules():
     """The package __init__ and the use cases the shell imports at start-up import nothing that needs
     pydicom 3, highdicom or Python 3.10 at load time (heavy modules are imported inside functions)."""
-    light = {"errors", "enums", "model", "dicom.syntax", *(f"app.{n}" for n in APP_MODULES)}
+    light = {"errors", "enums", "model", "dicom.syntax", "dicom.options", *(f"app.{n}" for n in APP_MODULES)}
     for name, package in (("__init__", ()), *((f"app/{n}", ("app",)) for n in APP_MODULES)):
         tree = _tree(MODULE_DIR / "DICOMLabelmapSegLib" / f"{name}.py")
         top_level = [n for n in tree.body if isinstance(n, ast.ImportFrom) and n.level >= 1]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..dicom.options import DEFAULT_CONTENT_LABEL, DEFAULT_SERIES_DESCRIPTION, DEFAULT_SERIES_NUMBER
 from ..errors import LabelmapSegError, SourceImageError
 from .dependencies import environmentProblem
 from .examine import PLUGIN_KEY
@@ -44,8 +45,6 @@ EXPORT_CONFIDENCE = 1.01
 NOT_EXPORTABLE_CONFIDENCE = 0.01
 
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"
-DEFAULT_SERIES_DESCRIPTION = "Segmentation"
-DEFAULT_SERIES_NUMBER = 300
 
 Progress = Callable[[float, str], None]
 
@@ -208,7 +207,7 @@ def exportTags(segmentationNode: Any, settings: Mapping[str, Any], seriesDescrip
         "Modality": "SEG",
         "SeriesDescription": seriesDescription.strip() or segmentationNode.GetName(),
         "SeriesNumber": str(DEFAULT_SERIES_NUMBER),
-        "ContentLabel": "SEGMENTATION",
+        "ContentLabel": DEFAULT_CONTENT_LABEL,
         "ContentDescription": "",
         "ContentCreatorName": str(settings.get(SETTINGS_CONTENT_CREATOR_NAME) or ""),
     }
@@ -316,23 +315,25 @@ def exportOptions(settings: Mapping[str, Any], tags: Mapping[str, str] | None = 
 
     tags = tags or {}
     seriesNumberText = str(tags.get("SeriesNumber") or DEFAULT_SERIES_NUMBER).strip()
+    notPositive = f"Series number '{seriesNumberText}' is not a positive integer; enter a number such as 300."
     try:
         seriesNumber = int(seriesNumberText)
     except ValueError:
-        seriesNumber = -1
-    if not 0 < seriesNumber < 2**31:
-        raise ValueError(f"Series number '{seriesNumberText}' is not a positive integer; enter a number such as 300.")
+        raise ValueError(notPositive) from None
     description = str(tags.get("SeriesDescription") or "").strip() or DEFAULT_SERIES_DESCRIPTION
     creator = str(tags.get("ContentCreatorName") or settings.get(SETTINGS_CONTENT_CREATOR_NAME) or "").strip()
-    return ExportOptions(
-        transfer_syntax=syntaxFromSetting(settings.get(SETTINGS_TRANSFER_SYNTAX)),
-        palette_color=toBool(settings.get(SETTINGS_PALETTE_COLOR, False)),
-        series_description=description[:64],
-        series_number=seriesNumber,
-        content_label=str(tags.get("ContentLabel") or "").strip() or "SEGMENTATION",
-        content_description=str(tags.get("ContentDescription") or "").strip() or None,
-        content_creator_name=creator or None,
-    )
+    try:  # ExportOptions owns the defaults and the validation (series number 1..2^31-1)
+        return ExportOptions(
+            transfer_syntax=syntaxFromSetting(settings.get(SETTINGS_TRANSFER_SYNTAX)),
+            palette_color=toBool(settings.get(SETTINGS_PALETTE_COLOR, False)),
+            series_description=description[:64],
+            series_number=seriesNumber,
+            content_label=str(tags.get("ContentLabel") or "").strip() or DEFAULT_CONTENT_LABEL,
+            content_description=str(tags.get("ContentDescription") or "").strip() or None,
+            content_creator_name=creator or None,
+        )
+    except ValueError as error:
+        raise ValueError(f"{notPositive} ({error})" if "Series number" in str(error) else str(error)) from None
 
 
 def exportSegmentation(
