@@ -750,3 +750,39 @@ def test_import_decodes_into_the_node_memory(slicer_core, mrml_scene, tmp_path):
     assert differences(model, mrml.segmentation_from_node(again)) == []
     plain = read_segmentation(files)  # outside the block: numpy memory
     assert differences(plain, back) == []
+
+
+def test_reader_asks_for_zeroed_memory_only_when_slices_lack_frames(tmp_path):
+    """Decoding into given memory: every voxel is written when every slice has a frame, else the rest is zero."""
+    import pydicom
+    from DICOMLabelmapSegLib.dicom.reader import labels_allocated_by, read_segmentation
+    from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
+    from DICOMLabelmapSegLib.dicom.writer import write_labelmap_seg
+    from synthetic import highdicom_labelmap, make_ct_series
+
+    paths = make_ct_series(tmp_path / "ct", (5, 12, 16), make_affine())
+    geometry = geometry_from_source(read_source_series(tmp_path / "ct"))
+    model = make_segmentation(geometry, layers=[[1, 2]])
+    calls = []
+
+    def allocate(shape, dtype, zeroed):
+        calls.append(zeroed)
+        array = np.full(shape, 77, dtype=dtype)  # garbage unless zeroed or overwritten
+        if zeroed:
+            array[...] = 0
+        return array
+
+    full = write_labelmap_seg(model, tmp_path / "ct", tmp_path / "seg")
+    with labels_allocated_by(allocate):
+        back = read_segmentation(full)
+    assert calls == [False]
+    np.testing.assert_array_equal(back.layers[0].labels, model.layers[0].labels)
+
+    labels = model.layers[0].labels.copy()
+    labels[2] = 0  # highdicom omits the empty frame
+    sources = [pydicom.dcmread(p) for p in paths]
+    highdicom_labelmap(sources, labels, [1, 2]).save_as(tmp_path / "sparse.dcm")
+    with labels_allocated_by(allocate):
+        sparse = read_segmentation(tmp_path / "sparse.dcm")
+    assert calls == [False, True]
+    np.testing.assert_array_equal(sparse.layers[0].labels, read_segmentation(tmp_path / "sparse.dcm").layers[0].labels)

@@ -661,8 +661,10 @@ def _default_name(segmentation: Segmentation) -> str:
 _vtkLabelImages: dict[int, tuple[weakref.ref, slicer.vtkOrientedImageData]] = {}
 
 
-def vtk_label_volume(shape: tuple[int, int, int], dtype: np.dtype) -> np.ndarray:
-    """A zero-filled ``(slices, rows, columns)`` label array in the memory of a new vtkOrientedImageData.
+def vtk_label_volume(shape: tuple[int, int, int], dtype: np.dtype, zeroed: bool = True) -> np.ndarray:
+    """A ``(slices, rows, columns)`` label array in the memory of a new vtkOrientedImageData.
+
+    Zero-filled if ``zeroed`` (the reader passes False when it decodes every voxel).
 
     :func:`node_from_segmentation` then uses that image for the layer instead of copying the
     labels into a new one (once: a second node from the same array gets its own copy).
@@ -672,7 +674,8 @@ def vtk_label_volume(shape: tuple[int, int, int], dtype: np.dtype) -> np.ndarray
     image.SetExtent(0, columns - 1, 0, rows - 1, 0, slices - 1)
     image.AllocateScalars(_VTK_TYPES[np.dtype(dtype)], 1)
     array = numpy_support.vtk_to_numpy(image.GetPointData().GetScalars()).reshape(shape)
-    array.fill(0)
+    if zeroed:
+        array.fill(0)
     key = id(array)
     _vtkLabelImages[key] = (weakref.ref(array), image)
     weakref.finalize(array, _vtkLabelImages.pop, key, None)

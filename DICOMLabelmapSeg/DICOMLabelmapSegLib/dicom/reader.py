@@ -584,13 +584,15 @@ def _check_frame_budget(header: Header, max_voxels: int, allow_lossy: bool = Fal
 
 
 #: Allocates LABELMAP label volumes while set (see :func:`labels_allocated_by`); None: numpy.
-_LABEL_ALLOCATOR: contextvars.ContextVar[Callable[[tuple, np.dtype], np.ndarray] | None] = contextvars.ContextVar(
-    "label_allocator", default=None)
+_LABEL_ALLOCATOR: contextvars.ContextVar[Callable[[tuple, np.dtype, bool], np.ndarray] | None] = \
+    contextvars.ContextVar("label_allocator", default=None)
 
 
 @contextlib.contextmanager
-def labels_allocated_by(allocate: Callable[[tuple, np.dtype], np.ndarray]) -> Iterator[None]:
-    """Within the block, LABELMAP label volumes are decoded into ``allocate(shape, dtype)`` (zero-filled arrays).
+def labels_allocated_by(allocate: Callable[[tuple, np.dtype, bool], np.ndarray]) -> Iterator[None]:
+    """Within the block, LABELMAP label volumes are decoded into ``allocate(shape, dtype, zeroed)``.
+
+    ``zeroed`` is False when every voxel is about to be decoded (then the array need not be zero-filled).
 
     The MRML bridge uses it to decode straight into the VTK memory of the node it creates next
     (:func:`~..mrml.labels_in_vtk_memory`): no second copy of the label volume.
@@ -616,8 +618,10 @@ def _read_labelmap_layer(header: Header, geometry: Geometry, slice_indices: np.n
             logger.warning("%s: Pixel Padding Value %d is also a segment number; kept as that segment.", where, padding)
         padding = None
     allocate = _LABEL_ALLOCATOR.get()
+    # Every slice gets a frame (unique, checked above) that is decoded in full: no zero-filling needed.
+    covered = slice_indices.size == geometry.shape[0]
     out = np.zeros(geometry.shape, dtype=header.layout.dtype) if allocate is None else \
-        allocate(geometry.shape, header.layout.dtype)
+        allocate(geometry.shape, header.layout.dtype, not covered)
     counts = pixels.decode_labelmap_frames(header.ds, header.layout, slice_indices, out, padding, workers,
                                            allow_lossy)
     present = set(np.flatnonzero(counts).tolist())
