@@ -291,7 +291,7 @@ def print_table(case: Case, segmentation: Segmentation, rows: list[Row], repeats
     print(f"{case.name}: {shape[0]} slices x {shape[1]} x {shape[2]}, {segments} segments, {layers} layer(s)")
     print(f"{coded} of {segments} segments carry anatomy codes (SNOMED CT) from Slicer's terminology, the rest Tissue.")
     header = (
-        f"{'format':<9} {'syntax':<9} {'files':>5} {'frames':>6} {'bytes':>11} {'vs BINARY':>9} "
+        f"{'format':<9} {'syntax':<13} {'files':>5} {'frames':>6} {'bytes':>11} {'vs BINARY':>9} "
         f"{'export s':>8} {'import s':>8}  lossless"
     )
     print(header)
@@ -299,7 +299,7 @@ def print_table(case: Case, segmentation: Segmentation, rows: list[Row], repeats
     for row in rows:
         ratio = f"{row.size / binary.size:8.1%}" if binary else "-"
         print(
-            f"{row.kind:<9} {row.syntax:<9} {row.files:>5} {row.frames:>6} {row.size:>11,} {ratio:>9} "
+            f"{row.kind:<9} {row.syntax:<13} {row.files:>5} {row.frames:>6} {row.size:>11,} {ratio:>9} "
             f"{row.export_seconds:>8.2f} {row.import_seconds:>8.2f}  {row.lossless}"
         )
 
