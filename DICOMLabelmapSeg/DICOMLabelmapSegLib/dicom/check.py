@@ -48,26 +48,11 @@ from pydicom.multival import MultiValue
 from ..enums import SopClass
 from ..errors import LabelmapSegError
 from ..model import SegmentationType
-from . import framegroups, pixels
+from . import framegroups, pixels, syntax
 
 LABELMAP_SEGMENTATION_STORAGE = SopClass.LABELMAP_SEGMENTATION_STORAGE.value
 SEGMENTATION_STORAGE = SopClass.SEGMENTATION_STORAGE.value
 _IMAGE_POSITION_TAG = 0x00200032
-
-#: Transfer syntaxes whose code streams may be lossy (the UID alone does not promise lossless coding).
-LOSSY_TRANSFER_SYNTAXES = {
-    "1.2.840.10008.1.2.4.50": "JPEG Baseline",
-    "1.2.840.10008.1.2.4.51": "JPEG Extended",
-    "1.2.840.10008.1.2.4.81": "JPEG-LS near-lossless",
-    "1.2.840.10008.1.2.4.91": "JPEG 2000 (lossy allowed)",
-    "1.2.840.10008.1.2.4.93": "JPEG 2000 Part 2 multi-component (lossy allowed)",
-    "1.2.840.10008.1.2.4.203": "HTJ2K (lossy allowed)",
-    "1.2.840.10008.1.2.4.111": "JPEG XL JPEG recompression",
-    "1.2.840.10008.1.2.4.112": "JPEG XL (lossy allowed)",
-    "1.2.840.10008.1.2.4.100": "MPEG2",
-    "1.2.840.10008.1.2.4.102": "MPEG-4 AVC/H.264",
-    "1.2.840.10008.1.2.4.107": "HEVC/H.265",
-}
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: (keyword, VR, maximum length) of the attributes of a code item (PS3.3 Table 8.8-1).
@@ -279,12 +264,12 @@ def _lossy(ds: Dataset, kind: SegmentationType) -> list[Finding]:
     what = "fractions" if kind == SegmentationType.FRACTIONAL else "labels"
     found = []
     uid = _transfer_syntax(ds)
-    if uid in LOSSY_TRANSFER_SYNTAXES:
+    if syntax.may_be_lossy(uid):  # the codec registry's one answer
         found.append(
             Finding(
                 Rule.LOSSY_COMPRESSION,
                 severity,
-                f"transfer syntax {LOSSY_TRANSFER_SYNTAXES[uid]} "
+                f"transfer syntax {pixels.syntax_name(uid)} "
                 f"({uid}) may be lossy: {kind.value} {what} may have changed",
             )
         )
