@@ -208,6 +208,39 @@ def test_frame_deflate_round_trips_one_bit_frames(shape, seed, density):
     assert np.array_equal(decode_all(FRAME_DEFLATE, streams, shape[1], shape[2], 1), frames)
 
 
+@settings(max_examples=150, deadline=None)
+@given(rows=st.integers(1, 70), columns=st.integers(1, 70), bits=st.sampled_from([8, 16]),
+       kind=st.sampled_from(["random", "few", "empty", "max", "ramp"]), seed=st.integers(0, 2**16))
+def test_jpeg_ls_bindings_write_the_same_code_stream(rows, columns, bits, kind, seed):
+    """imagecodecs' CharLS (used where installed: it releases the GIL) and pyjpegls' (what Slicer bundles) agree
+    byte for byte once imagecodecs' SPIFF header is dropped, so a file does not depend on what is installed."""
+    pytest.importorskip("imagecodecs")
+    rng = np.random.default_rng(seed)
+    dtype = np.uint8 if bits == 8 else np.uint16
+    high = 255 if bits == 8 else 65535
+    frame = {"random": lambda: rng.integers(0, high + 1, size=(rows, columns)),
+             "few": lambda: rng.integers(0, 4, size=(rows, columns)) * rng.integers(1, high // 3 + 1),
+             "empty": lambda: np.zeros((rows, columns)),
+             "max": lambda: np.full((rows, columns), high),
+             "ramp": lambda: np.arange(rows * columns).reshape(rows, columns) % (high + 1)}[kind]().astype(dtype)
+    stream = codecs.jpeg_ls_frame_imagecodecs(frame)
+    assert stream == codecs.jpeg_ls_frame(frame)
+    assert stream[:4] == b"\xff\xd8\xff\xf7"  # SOI, then the frame header: no SPIFF header left
+
+
+def test_jpeg_ls_uses_both_cores_where_imagecodecs_is_installed(monkeypatch):
+    codec = TransferSyntax.JPEG_LS.codec
+    assert codec.encoder_releases_gil() == codecs.has_module("imagecodecs")
+    monkeypatch.setattr(codecs, "has_module", lambda name: name != "imagecodecs")
+    assert not codec.encoder_releases_gil() and codec.encoder() is codecs.jpeg_ls_frame  # Slicer: pyjpegls
+
+
+def test_spiff_headers_of_unknown_layout_are_not_guessed():
+    assert codecs.spiff_stream_start(b"\xff\xd8\xff\xf7\x00\x0b") == 0
+    assert codecs.spiff_stream_start(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00") is None  # not JPEG-LS
+    assert codecs.spiff_stream_start(b"\xff\xd8\xff\xe8\x00\x20SPIFF\x00" + bytes(26)) is None  # no end entry
+
+
 def label_frames(count=40, rows=256, columns=256, bits=8) -> np.ndarray:
     k, j, i = np.ogrid[:count, :rows, :columns]
     labels = ((i // 17 + j // 23 + k // 5) % (7 if bits == 8 else 700)) * ((i - 128) ** 2 + (j - 100) ** 2 < 90**2)

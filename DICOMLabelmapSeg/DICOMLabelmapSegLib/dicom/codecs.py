@@ -11,9 +11,11 @@ is installed its codecs release the GIL, so :func:`encode_frames` and the reader
 several threads; otherwise the codecs Slicer bundles (pyjpegls, Python's zlib) are used.
 Every binding choice is made once per call, so the bytes do not depend on the thread count.
 
-* JPEG-LS: encoded with pyjpegls (CharLS; 1.130 MB vs imagecodecs' 1.145 MB, 0.06 s either
-  way), decoded with imagecodecs (releases the GIL) or pyjpegls. Tiny frames (< 256 bytes)
-  get a padded source (pyjpegls' 2x destination buffer is too small for the headers).
+* JPEG-LS: CharLS through imagecodecs (releases the GIL: frames on every core) or pyjpegls
+  (what Slicer bundles). Both write the same code stream: imagecodecs' SPIFF header, which
+  DICOM does not use, is dropped (the tests prove the bytes equal). Decoded with imagecodecs
+  or pyjpegls. Tiny frames (< 256 bytes) get a padded source on pyjpegls (its 2x destination
+  buffer is too small for the headers).
 * JPEG 2000: pylibjpeg-openjpeg (6 resolutions), Pillow for frames with a side under 32.
 * HTJ2K: encoded with imagecodecs (OpenJPH), decoded with imagecodecs or pylibjpeg-openjpeg.
 * JPEG XL: imagecodecs (libjxl), effort :data:`JPEG_XL_EFFORT`; a naked code stream for 8-bit
@@ -181,6 +183,38 @@ def jpeg_ls_frame(frame: np.ndarray) -> bytes:
     return _jpeg_ls_padded(data, rows, columns, bits)
 
 
+def jpeg_ls_frame_imagecodecs(frame: np.ndarray) -> bytes:
+    """The same code stream as :func:`jpeg_ls_frame`, from imagecodecs' CharLS (releases the GIL).
+
+    imagecodecs writes a SPIFF header (ITU-T T.87 Annex G: an APP8 segment, directory entries,
+    the end-of-directory entry holding the real SOI); the code stream DICOM stores starts at that SOI.
+    """
+    from imagecodecs import jpegls_encode
+
+    frame = np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("="))
+    stream = bytes(jpegls_encode(frame))
+    start = spiff_stream_start(stream)
+    if start is None:  # not the layout this function knows: let pyjpegls write the frame
+        return jpeg_ls_frame(frame)
+    return stream[start:]
+
+
+def spiff_stream_start(stream: bytes) -> int | None:
+    """Offset of the JPEG-LS SOI after a SPIFF header (0 without one); None for an unknown layout."""
+    if stream[:2] != b"\xff\xd8":
+        return None
+    if stream[2:4] != b"\xff\xe8" or stream[6:12] != b"SPIFF\x00":
+        return 0 if stream[2:4] == b"\xff\xf7" else None
+    position = 4 + struct.unpack_from(">H", stream, 4)[0]  # after the SPIFF header segment
+    while stream[position : position + 2] == b"\xff\xe8" and position + 8 <= len(stream):
+        length = struct.unpack_from(">H", stream, position + 2)[0]
+        if struct.unpack_from(">I", stream, position + 4)[0] == 1:  # end of directory: tag 1, then SOI
+            soi = position + 8
+            return soi if stream[soi : soi + 4] == b"\xff\xd8\xff\xf7" else None
+        position += 2 + length
+    return None
+
+
 def _jpeg_ls_padded(data: bytes, rows: int, columns: int, bits: int) -> bytes:
     try:
         import _CharLS  # type: ignore[import-not-found]  # pyjpegls' extension module (jpeg_ls.encode_buffer calls its _encode)
@@ -263,7 +297,7 @@ def check_jpeg_ls(stream: bytes | memoryview, frame: FrameFormat) -> JpegLsHeade
 class JpegLsCodec(Codec):
     """JPEG-LS Lossless (1.2.840.10008.1.2.4.80)."""
 
-    encoder_modules = (("jpeg_ls", "pyjpegls"),)
+    encoder_modules = (("jpeg_ls", "pyjpegls"),)  # imagecodecs is used where it is installed too
     decoder_modules = (("jpeg_ls", "pyjpegls"), ("imagecodecs", "imagecodecs"))  # imagecodecs used if both
     ends_with_marker = True
 
@@ -271,7 +305,10 @@ class JpegLsCodec(Codec):
         check_jpeg_ls(stream, frame)
 
     def encoder(self) -> Callable[[np.ndarray], bytes]:
-        return jpeg_ls_frame
+        return jpeg_ls_frame_imagecodecs if has_module("imagecodecs") else jpeg_ls_frame
+
+    def encoder_releases_gil(self) -> bool:
+        return has_module("imagecodecs")
 
     def decoder(self, frame: FrameFormat) -> Callable[[bytes | memoryview], np.ndarray]:
         if has_module("imagecodecs"):
