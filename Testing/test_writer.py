@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
 from pathlib import Path
@@ -29,6 +30,8 @@ from DICOMLabelmapSegLib.errors import (
 )
 from DICOMLabelmapSegLib.geometry import frame_positions
 from DICOMLabelmapSegLib.model import Geometry, Layer, Segment, Segmentation
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 from synthetic import make_affine, make_ct_series, make_segment, make_segmentation
@@ -768,13 +771,38 @@ def test_source_order_of_grid(small_series):
         assert order(other, source) is None
 
 
+@contextlib.contextmanager
+def histogram_parts(size: int):
+    """Shrink the histogram parts (and their image width) so small arrays span several parts and a tail."""
+    from DICOMLabelmapSegLib import model
+
+    saved = model._HISTOGRAM_PART, model._HISTOGRAM_WIDTH
+    model._HISTOGRAM_PART, model._HISTOGRAM_WIDTH = size, max(1, size // 4)
+    try:
+        yield
+    finally:
+        model._HISTOGRAM_PART, model._HISTOGRAM_WIDTH = saved
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(0, 5000), high=st.sampled_from([0, 1, 7, 255]), part=st.sampled_from([8, 64, 1024]),
+       seed=st.integers(0, 2**16))
+def test_uint8_counts_equal_bincount_for_any_part_size(size, high, part, seed):
+    """Pillow's histogram in parts on threads (model.uint8_counts) counts exactly what bincount counts."""
+    from DICOMLabelmapSegLib import model
+
+    values = np.random.default_rng(seed).integers(0, high + 1, size=size).astype(np.uint8)
+    with histogram_parts(part):
+        assert np.array_equal(model.uint8_counts(values), np.bincount(values, minlength=256))
+
+
 def test_present_labels_matches_unique():
-    """The writer's voxel check (model.present_labels: uint8 counted in pairs, chunked) against np.unique."""
+    """The writer's voxel check (model.present_labels: uint8 by histogram parts, uint16 chunked) against np.unique."""
     from DICOMLabelmapSegLib.model import present_labels
 
     rng = np.random.default_rng(0)
     for dtype in (np.uint8, np.uint16):
-        for size in (1, 2, 3, 1001, (1 << 18) + 3, (1 << 20) + 1):
+        for size in (1, 2, 3, 1001, (1 << 18) + 3, (1 << 20) + 1, (1 << 22) + 4097, 3 << 22):
             for high in (1, 5, 255):
                 values = rng.integers(0, high + 1, size=size).astype(dtype)
                 values[-1] = high  # the odd last voxel of a uint8 array is counted too

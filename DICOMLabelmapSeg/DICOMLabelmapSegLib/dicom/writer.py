@@ -161,16 +161,12 @@ def _iter_datasets(
     source = read_source_series(source_images)
     check_geometry(segmentation, source)
     series_instance_uid = options.series_instance_uid or hd.UID()
-    positions, plane_orientation, pixel_measures = _spatial_metadata(segmentation)
-    plane_positions: list[hd.PlanePositionSequence] | None = positions
-    thickness = pixel_measures[0].SliceThickness
     order = source_order_of_grid(segmentation.geometry, source)
-    grid_sources = list(source)
-    if order is not None:
-        # The grid is the source's: highdicom takes the positions from the sources (matching given
-        # positions against them costs it n^2 lookups), slice k from source[order[k]].
-        grid_sources = [source[i] for i in order]
-        plane_positions = None
+    # On the source's grid highdicom takes the positions from the sources (matching given positions
+    # against them costs it n^2 lookups): slice k from source[order[k]], no plane positions built.
+    plane_positions, plane_orientation, pixel_measures = _spatial_metadata(segmentation, positions=order is None)
+    thickness = pixel_measures[0].SliceThickness
+    grid_sources = list(source) if order is None else [source[i] for i in order]
     copies: list[Dataset] | None = None  # the header copies highdicom gets on the plain path, made when needed
     count = len(layers)
     spatial = (plane_positions, plane_orientation, pixel_measures)
@@ -373,9 +369,9 @@ def source_order_of_grid(geometry: Geometry, source: Sequence[Dataset]) -> list[
 
 
 def _spatial_metadata(
-    segmentation: Segmentation,
-) -> tuple[list[hd.PlanePositionSequence], hd.PlaneOrientationSequence, hd.PixelMeasuresSequence]:
-    """Plane positions, orientation and pixel measures of the model's grid (any grid, not just the source's)."""
+    segmentation: Segmentation, positions: bool = True
+) -> tuple[list[hd.PlanePositionSequence] | None, hd.PlaneOrientationSequence, hd.PixelMeasuresSequence]:
+    """Plane positions (None unless ``positions``), orientation and pixel measures of the model's grid (any grid)."""
     geometry = segmentation.geometry
     affine = geometry.affine
     row_step, column_step = affine[:3, 1], affine[:3, 2]
@@ -388,10 +384,10 @@ def _spatial_metadata(
     orientation, pixel_spacing = plane_attributes(affine)
     normal = np.cross(orientation[:3], orientation[3:])
     slice_spacing = abs(float(affine[:3, 0] @ normal))
-    positions = frame_positions(affine, geometry.shape[0])
     coordinate_system = hd.CoordinateSystemNames.PATIENT
     return (
-        [hd.PlanePositionSequence(coordinate_system, position) for position in positions],
+        [hd.PlanePositionSequence(coordinate_system, position) for position in frame_positions(
+            affine, geometry.shape[0])] if positions else None,
         hd.PlaneOrientationSequence(coordinate_system, orientation),
         hd.PixelMeasuresSequence(pixel_spacing, slice_spacing),
     )
