@@ -59,10 +59,12 @@ def differences(a: pydicom.Dataset, b: pydicom.Dataset, path: str = "") -> list[
 
 
 def both_paths(tmp_path, shape, layers, syntax, oblique=False, flip=False, palette=False, shuffle=True,
-               non_ascii=False):
+               non_ascii=False, edit_sources=None):
     affine = make_affine(spacing=(2.5, 0.8, 0.7), oblique=oblique, flip_slices=flip)
     folder = tmp_path / "ct"
     make_ct_series(folder, shape, affine, shuffle=shuffle)
+    if edit_sources is not None:
+        edit_sources(folder)
     source = read_source_series(folder)
     geometry = Geometry(shape, affine, str(source[0].FrameOfReferenceUID))
     segmentation = make_segmentation(geometry, layers)
@@ -158,3 +160,26 @@ def test_fast_path_equals_plain_path_for_varied_inputs(tmp_path_factory, slices,
     tmp_path = tmp_path_factory.mktemp("clone")
     fast, plain = both_paths(tmp_path, (slices, rows, columns), layers, syntax, oblique, flip, palette, shuffle)
     assert_same_content(fast, plain)
+
+
+def space_padded_uids(folder):
+    """Pad the odd-length UIDs of every file with a space instead of NUL (seen in the wild; pydicom strips both)."""
+    for index, path in enumerate(sorted(folder.iterdir())):
+        ds = pydicom.dcmread(path)
+        uid = f"1.2.826.0.1.3680043.8.498.{index + 1}"
+        uid += "1" * (1 - len(uid) % 2)  # odd length: pydicom pads it with NUL
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+        ds.save_as(path, enforce_file_format=True)
+        data = path.read_bytes()
+        for uid in {str(ds.SOPInstanceUID), str(ds.SOPClassUID)}:
+            if len(uid) % 2:
+                data = data.replace(uid.encode() + b"\0", uid.encode() + b" ")
+        path.write_bytes(data)
+
+
+def test_fast_path_reads_padded_uids_as_pydicom_does(tmp_path):
+    """The clone takes unread UIDs from their raw bytes: padding must come off as pydicom takes it off."""
+    fast, plain = both_paths(tmp_path, (4, 6, 5), [[1, 2]], "explicit", edit_sources=space_padded_uids)
+    assert_same_content(fast, plain)
+    references = [str(item.ReferencedSOPInstanceUID) for item in written(fast[0]).SourceImageSequence]
+    assert all(uid == uid.strip() for uid in references) and any(len(uid) % 2 for uid in references)

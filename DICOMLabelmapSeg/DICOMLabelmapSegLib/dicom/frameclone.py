@@ -35,6 +35,8 @@ REFERENCED_INSTANCE_SEQUENCE = 0x0008114A
 SEGMENT_SEQUENCE = 0x00620002
 _DIMENSION_INDEX_VALUES = 0x00209157
 _IMAGE_POSITION_PATIENT = 0x00200032
+_SOP_CLASS_UID = 0x00080016
+_SOP_INSTANCE_UID = 0x00080018
 _REFERENCED_SOP_CLASS_UID = 0x00081150
 _REFERENCED_SOP_INSTANCE_UID = 0x00081155
 
@@ -147,19 +149,35 @@ class _Template:
         return bytes(filled)
 
 
-def _frame_elements(source: Dataset, dimension_index: int) -> list[bytes]:
-    """The per-frame elements of the frame on ``source``, in the order they appear in an item."""
+def _frame_elements(source: Dataset, dimension_index: int, references: list[bytes] | None = None) -> list[bytes]:
+    """The per-frame elements of the frame on ``source``, in the order they appear in an item.
+
+    ``references``: :func:`_reference_elements` of ``source``, if already encoded.
+    """
     return [
-        _ui(_REFERENCED_SOP_CLASS_UID, str(source.SOPClassUID)),
-        _ui(_REFERENCED_SOP_INSTANCE_UID, str(source.SOPInstanceUID)),
+        *(references or _reference_elements(source)),
         _ul(_DIMENSION_INDEX_VALUES, dimension_index),
         _ds(_IMAGE_POSITION_PATIENT, source.ImagePositionPatient),
     ]
 
 
 def _reference_elements(source: Dataset) -> list[bytes]:
-    return [_ui(_REFERENCED_SOP_CLASS_UID, str(source.SOPClassUID)),
-            _ui(_REFERENCED_SOP_INSTANCE_UID, str(source.SOPInstanceUID))]
+    return [_ui(_REFERENCED_SOP_CLASS_UID, _uid_of(source, _SOP_CLASS_UID)),
+            _ui(_REFERENCED_SOP_INSTANCE_UID, _uid_of(source, _SOP_INSTANCE_UID))]
+
+
+def _uid_of(source: Dataset, tag: int) -> str:
+    """A UID of ``source`` as pydicom gives it; from the raw bytes when unread (pydicom's conversion and
+    validation cost more than the rest of the clone)."""
+    element = source.get_item(tag)
+    if isinstance(element, RawDataElement) and isinstance(element.value, bytes):
+        try:
+            text = element.value.decode("ascii").strip("\0 ")
+        except UnicodeDecodeError:
+            text = ""
+        if text and "\\" not in text:
+            return text
+    return str(source[tag].value)
 
 
 def _raw_sequence(tag: int, items: bytes) -> RawDataElement:
@@ -225,16 +243,20 @@ def clone_frames(mini: Dataset, sources: Sequence[Dataset], referenced: Sequence
     correct_ambiguous_vr(mini, True)
     if segments is not None:
         mini[SEGMENT_SEQUENCE] = segments
+    # Each image's references are encoded once: they go into its frame and into both reference lists.
+    references = {id(image): _reference_elements(image) for image in sources}
+    for image in referenced:
+        references.setdefault(id(image), _reference_elements(image))
     frames = b"".join(
-        frame_template.fill(_frame_elements(source, int(index))) for source, index in zip(sources, indices)
+        frame_template.fill(_frame_elements(source, int(index), references[id(source)]))
+        for source, index in zip(sources, indices)
     )
     mini[PER_FRAME_FUNCTIONAL_GROUPS] = _raw_sequence(PER_FRAME_FUNCTIONAL_GROUPS, frames)
     mini[SOURCE_IMAGE_SEQUENCE] = _raw_sequence(
-        SOURCE_IMAGE_SEQUENCE, b"".join(source_template.fill(_reference_elements(image)) for image in referenced)
+        SOURCE_IMAGE_SEQUENCE, b"".join(source_template.fill(references[id(image)]) for image in referenced)
     )
     series_items[0][REFERENCED_INSTANCE_SEQUENCE] = _raw_sequence(
-        REFERENCED_INSTANCE_SEQUENCE,
-        b"".join(instance_template.fill(_reference_elements(image)) for image in referenced),
+        REFERENCED_INSTANCE_SEQUENCE, b"".join(instance_template.fill(references[id(image)]) for image in referenced)
     )
     _as_if_read(mini, mini._character_set)
     return True
