@@ -745,6 +745,37 @@ class Nifti(Format):
         return Check(np.array_equal(array, truth.layers[0].labels), "labels only")
 
 
+class OursNodeSlicerCodecs(OursNode):
+    """Ours, node <-> JPEG-LS, with only the codecs Slicer bundles (pyjpegls; imagecodecs hidden from the library)."""
+
+    def __init__(self) -> None:
+        super().__init__("jpeg-ls")
+        self.name = "ours-node-jpeg-ls-slicer-codecs"
+        self.label = "ours, node -> jpeg-ls, Slicer's bundled codecs only (pyjpegls, no imagecodecs)"
+
+    @staticmethod
+    def _hide_imagecodecs() -> None:
+        from DICOMLabelmapSegLib.dicom import codecs
+
+        visible = codecs.has_module
+        if not getattr(visible, "hides_imagecodecs", False):
+            def has_module(name: str) -> bool:
+                return name != "imagecodecs" and visible(name)
+
+            has_module.hides_imagecodecs = True  # type: ignore[attr-defined]
+            codecs.has_module = has_module
+            import DICOMLabelmapSegLib.dicom.syntax as syntax
+            syntax.has_module = has_module
+
+    def setup_export(self, case: PreparedCase, truth: Segmentation) -> Any:
+        self._hide_imagecodecs()
+        return super().setup_export(case, truth)
+
+    def setup_import(self, case: PreparedCase) -> Any:
+        self._hide_imagecodecs()
+        return super().setup_import(case)
+
+
 # ---------------------------------------------------------------------------------------------
 # Floor: the JPEG-LS codec alone
 
@@ -817,6 +848,7 @@ SYNTAXES = ("jpeg-ls", "rle", "jpeg2000", "deflated", "explicit")
 def all_formats() -> dict[str, Format]:
     """Every format, by name, in the order of the report."""
     formats: list[Format] = [OursNode(s) for s in SYNTAXES]
+    formats.append(OursNodeSlicerCodecs())
     formats += [OursNumpy("jpeg-ls"), OursNumpy("deflated")]
     formats += [Highdicom("LABELMAP"), Highdicom("BINARY"), DcmqiBinarySlicer(), DcmqiLabelmap(False),
                 DcmqiLabelmap(True), SlicerSegNrrd(), Nifti(), CodecFloor(1), CodecFloor(2)]
