@@ -1,4 +1,4 @@
-"""Per-frame functional groups of multi-frame SEG headers, read fast.
+"""Per-frame functional groups and Segment Sequence items of multi-frame SEG headers, read fast.
 
 pydicom converts nested sequences lazily but slowly (about 1 ms per frame item with five
 nested sequences), which dominates reading a LABELMAP of a few hundred frames. This module
@@ -6,17 +6,31 @@ walks the raw bytes of the Per-Frame Functional Groups Sequence (explicit VR lit
 defined or undefined lengths) and extracts only what the reader needs. Anything unexpected
 (implicit VR, big endian, malformed lengths) returns ``None`` so that the caller falls back
 to pydicom, which then reports the problem.
+
+The Segment Sequence is read the same way (:func:`raw_segment_items`), into
+:class:`RawItem` objects that answer ``get(keyword)`` with exactly the value pydicom would
+give. Only plain values are taken (printable ASCII in an ASCII-compatible character set,
+single-valued, valid for their VR, tags in order, pydicom's default conversion hooks); for
+anything else the whole sequence is left to pydicom, so that its values, warnings and
+errors are pydicom's.
 """
 
 from __future__ import annotations
 
+import re
 import struct
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydicom import config as pydicom_config
+from pydicom import hooks as pydicom_hooks
+from pydicom.charset import convert_encodings
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
+from pydicom.valuerep import VALIDATORS
 
 PER_FRAME_FUNCTIONAL_GROUPS = 0x52009230
 
@@ -312,3 +326,239 @@ def _frame_group(buffer: memoryview, start: int, end: int) -> FrameGroup:
 def decimal_strings(value: bytes) -> list[str]:
     """The values of a raw DS (decimal string) element."""
     return [part.strip() for part in value.rstrip(b"\x00 ").decode("ascii").split("\\")]
+
+
+# ---------------------------------------------------------------------------- Segment Sequence items
+
+SEGMENT_SEQUENCE = 0x00620002
+_SPECIFIC_CHARACTER_SET = 0x00080005
+
+#: The elements of Segment Sequence items (and the items nested in them) that the segment reader
+#: uses: tag -> (keyword, VR, value multiplicity taken; 0 for sequences). Other elements are skipped.
+SEGMENT_ELEMENTS: dict[int, tuple[str, str, int]] = {
+    0x00080100: ("CodeValue", "SH", 1),
+    0x00080102: ("CodingSchemeDesignator", "SH", 1),
+    0x00080103: ("CodingSchemeVersion", "SH", 1),
+    0x00080104: ("CodeMeaning", "LO", 1),
+    0x00080119: ("LongCodeValue", "UC", 1),
+    0x00080120: ("URNCodeValue", "UR", 1),
+    0x00082218: ("AnatomicRegionSequence", "SQ", 0),
+    0x00082220: ("AnatomicRegionModifierSequence", "SQ", 0),
+    0x00620003: ("SegmentedPropertyCategoryCodeSequence", "SQ", 0),
+    0x00620004: ("SegmentNumber", "US", 1),
+    0x00620005: ("SegmentLabel", "LO", 1),
+    0x00620006: ("SegmentDescription", "ST", 1),
+    0x00620007: ("SegmentationAlgorithmIdentificationSequence", "SQ", 0),
+    0x00620008: ("SegmentAlgorithmType", "CS", 1),
+    0x00620009: ("SegmentAlgorithmName", "LO", 1),
+    0x0062000D: ("RecommendedDisplayCIELabValue", "US", 3),
+    0x0062000F: ("SegmentedPropertyTypeCodeSequence", "SQ", 0),
+    0x00620011: ("SegmentedPropertyTypeModifierCodeSequence", "SQ", 0),
+    0x00620020: ("TrackingID", "UT", 1),
+    0x00620021: ("TrackingUID", "UI", 1),
+    0x0066002F: ("AlgorithmFamilyCodeSequence", "SQ", 0),
+    0x00660031: ("AlgorithmVersion", "LO", 1),
+    0x00660036: ("AlgorithmName", "LO", 1),
+}
+_SEGMENT_KEYWORDS = frozenset(keyword for keyword, _, _ in SEGMENT_ELEMENTS.values())
+
+#: Every VR of PS3.5 (anything else is left to pydicom).
+_KNOWN_VRS = frozenset(
+    b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split()
+)
+#: Specific Character Sets whose text pydicom decodes with one ASCII-compatible codec.
+_ASCII_CHARACTER_SETS = (None, "", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192")
+#: Python codecs (pydicom's names) that decode printable ASCII as ASCII.
+_ASCII_COMPATIBLE = frozenset({"iso8859", "latin_1", "UTF8"})
+#: Printable ASCII without backslash (a value delimiter), then trailing NUL padding.
+_PLAIN_TEXT = re.compile(rb"[\x20-\x5b\x5d-\x7e]*\x00*\Z")
+#: Printable ASCII with backslash (ST, UT: single-valued text), then trailing NUL padding.
+_PLAIN_SINGLE_TEXT = re.compile(rb"[\x20-\x7e]*\x00*\Z")
+
+
+class RawItem:
+    """A Segment Sequence item (or an item nested in it) read from raw bytes.
+
+    Answers ``get(keyword, default)`` like :meth:`pydicom.dataset.Dataset.get` for the keywords of
+    :data:`SEGMENT_ELEMENTS` (sequences are lists of RawItem); asking for another keyword is a bug.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def get(self, keyword: str, default: Any = None) -> Any:
+        if keyword not in _SEGMENT_KEYWORDS:
+            raise KeyError(f"{keyword} is not read from raw Segment Sequence items (add it to SEGMENT_ELEMENTS)")
+        return self._values.get(keyword, default)
+
+    def __contains__(self, keyword: object) -> bool:
+        return keyword in self._values
+
+    def __repr__(self) -> str:
+        return f"RawItem({self._values!r})"
+
+
+_segment_cache_lock = threading.Lock()
+#: id(raw Segment Sequence bytes) -> (those bytes, their items); the bytes are held, so ids stay unique.
+_segment_cache: dict[int, tuple[bytes | bytearray, list[RawItem]]] = {}
+_SEGMENT_CACHE_SIZE = 8
+
+
+def raw_segment_items(ds: Dataset) -> list[RawItem] | None:
+    """The Segment Sequence items of ``ds`` read from raw bytes, or None if the fast path does not apply.
+
+    None also when ``ds`` has no Segment Sequence, or pydicom has converted it already. The
+    result of one raw value is remembered (the reader asks twice: when the file is read and
+    when its header is parsed).
+    """
+    value = _raw_explicit_little_endian_value(ds, SEGMENT_SEQUENCE) if SEGMENT_SEQUENCE in ds else None
+    if value is None or not _default_conversion() or not _ascii_compatible(ds):
+        return None
+    with _segment_cache_lock:
+        cached = _segment_cache.get(id(value))
+    if cached is not None and cached[0] is value:
+        return cached[1]
+    try:
+        buffer = memoryview(value)
+        items = [_raw_item(buffer, start, end) for start, end in _strict_items(buffer, 0, len(buffer))]
+    except (_Malformed, struct.error, IndexError, ValueError):
+        return None
+    with _segment_cache_lock:
+        while len(_segment_cache) >= _SEGMENT_CACHE_SIZE:
+            del _segment_cache[next(iter(_segment_cache))]
+        _segment_cache[id(value)] = (value, items)
+    return items
+
+
+def _default_conversion() -> bool:
+    """True if pydicom converts raw elements with its default hooks (no callback changes values)."""
+    return (
+        pydicom_config.data_element_callback is None
+        and pydicom_hooks.hooks.raw_element_vr is pydicom_hooks.raw_element_vr
+        and pydicom_hooks.hooks.raw_element_value is pydicom_hooks.raw_element_value
+    )
+
+
+def _ascii_compatible(ds: Dataset) -> bool:
+    """True if pydicom decodes the text of ``ds`` with one codec that reads ASCII as ASCII (and no warning)."""
+    if ds.get("SpecificCharacterSet") not in _ASCII_CHARACTER_SETS:
+        return False
+    encodings = ds.original_character_set or ds._character_set
+    encodings = [encodings] if isinstance(encodings, str) else list(encodings)
+    return len(encodings) == 1 and encodings[0] in _ASCII_COMPATIBLE and convert_encodings(
+        ds.get("SpecificCharacterSet")) == encodings
+
+
+def _strict_items(buffer: memoryview, position: int, end: int) -> list[tuple[int, int]]:
+    """(start, end) of each item of a sequence value ``buffer[position:end]``; nothing may follow the items."""
+    items = []
+    while position < end:
+        if position + 8 > end:
+            raise _Malformed
+        group, element, length = _ITEM_HEADER.unpack_from(buffer, position)
+        tag = (group << 16) | element
+        position += 8
+        if tag == _SEQUENCE_END:
+            if position != end or length != 0:
+                raise _Malformed
+            break
+        if tag != _ITEM:
+            raise _Malformed
+        if length == _UNDEFINED:
+            item_end = _skip_dataset(buffer, position, end)
+            items.append((position, item_end))
+            position = item_end + 8  # past the item delimiter
+            if position > end or _ITEM_HEADER.unpack_from(buffer, item_end)[2] != 0:
+                raise _Malformed
+        else:
+            if position + length > end:
+                raise _Malformed
+            items.append((position, position + length))
+            position += length
+    return items
+
+
+def raw_sequence_is_plain(ds: Dataset, tag: int) -> bool:
+    """True if the sequence ``tag`` of ``ds`` is raw explicit VR little endian whose structure pydicom reads cleanly.
+
+    Strictly checked (items and delimiters in place, lengths within bounds, tags in increasing
+    order, known VRs, no item character set), so converting it with pydicom would neither fail
+    nor warn: the reader can leave such a sequence to be converted lazily (when used) without
+    missing a problem. Values are not looked at (pydicom does not convert them either).
+    """
+    value = _raw_explicit_little_endian_value(ds, tag)
+    if value is None:
+        return False
+    try:
+        buffer = memoryview(value)
+        for start, end in _strict_items(buffer, 0, len(buffer)):
+            _raw_item(buffer, start, end, {})
+    except (_Malformed, struct.error, IndexError, ValueError):
+        return False
+    return True
+
+
+def _raw_item(buffer: memoryview, start: int, end: int,
+              wanted_elements: dict[int, tuple[str, str, int]] = SEGMENT_ELEMENTS) -> RawItem:
+    """The RawItem of one item's elements ``buffer[start:end]`` (tags in increasing order, known VRs).
+
+    Only ``wanted_elements`` are converted; the structure of every nested sequence is checked.
+    """
+    values: dict[str, Any] = {}
+    previous = -1
+    position = start
+    while position < end:
+        tag, vr, length, value_start = _element_header(buffer, position)
+        if tag <= previous or vr not in _KNOWN_VRS or tag == _SPECIFIC_CHARACTER_SET:
+            raise _Malformed  # pydicom decides: duplicates, odd VRs, an item's own character set
+        previous = tag
+        following = _element_end(buffer, position, end)
+        value_end = value_start + length
+        if length == _UNDEFINED:
+            value_end = following - 8
+            if _ITEM_HEADER.unpack_from(buffer, value_end)[2] != 0:
+                raise _Malformed  # a sequence delimiter with a length: pydicom logs it
+        wanted = wanted_elements.get(tag)
+        if wanted is not None:
+            keyword, expected_vr, multiplicity = wanted
+            if vr.decode() != expected_vr:
+                raise _Malformed
+            values[keyword] = _raw_value(buffer, expected_vr, multiplicity, value_start, value_end, length)
+        elif vr == b"SQ":  # not used, but its structure must be what pydicom reads without complaint
+            for item_start, item_end in _strict_items(buffer, value_start, value_end):
+                _raw_item(buffer, item_start, item_end, wanted_elements)
+        position = following
+    if position != end:
+        raise _Malformed
+    return RawItem(values)
+
+
+def _raw_value(buffer: memoryview, vr: str, multiplicity: int, start: int, end: int, length: int) -> Any:
+    """The value pydicom 3 gives a plain element (see :func:`raw_segment_items`); _Malformed for any other."""
+    if vr == "SQ":
+        if length == 0:
+            return []
+        return [_raw_item(buffer, item_start, item_end) for item_start, item_end in _strict_items(buffer, start, end)]
+    if length == 0:  # pydicom's empty_value_for_VR
+        if vr == "US" or pydicom_config.use_none_as_empty_text_VR_value:
+            return None
+        return ""
+    raw = bytes(buffer[start:end])
+    if vr == "US":
+        if len(raw) != 2 * multiplicity:
+            raise _Malformed
+        numbers = list(struct.unpack(f"<{multiplicity}H", raw))
+        return numbers[0] if multiplicity == 1 else numbers
+    if not (_PLAIN_SINGLE_TEXT if vr in ("ST", "UT") else _PLAIN_TEXT).match(raw):
+        raise _Malformed
+    text = raw.decode("ascii")
+    validator = VALIDATORS.get(vr)
+    if vr in ("SH", "LO", "ST", "UC", "UT") and validator is not None and not validator(vr, text)[0]:
+        raise _Malformed  # pydicom would warn (or raise): let it
+    if vr == "UR":
+        return text.rstrip()  # pydicom's convert_UR_string
+    if vr == "UI":
+        return UID(text.rstrip("\0 "))
+    return text.rstrip("\0 ")  # CS: multi_string; SH, LO, UC: convert_text; ST, UT: convert_single_string

@@ -278,7 +278,9 @@ def _segments(
     ds: Dataset, where: str, segmentation_type: SegmentationType, photometric: str
 ) -> tuple[dict[int, Segment], set[int]]:
     """The described segments by number, and the numbers that are background (segment 0)."""
-    items = ds.get("SegmentSequence")
+    items: Any = framegroups.raw_segment_items(ds)  # the same values as pydicom's, read much faster
+    if items is None:
+        items = ds.get("SegmentSequence")
     if items is None:
         raise InvalidDicomFileError(f"{where} lacks the Segment Sequence, a mandatory attribute; the file is invalid.")
     palette = _palette_colors(ds, where) if photometric == "PALETTE COLOR" else None

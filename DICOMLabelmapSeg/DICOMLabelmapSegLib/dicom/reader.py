@@ -29,6 +29,7 @@ from typing import Any, TypeVar, Union
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -424,10 +425,15 @@ def _read_file(path: Path, headers_only: bool) -> Dataset:
             ds = pydicom.dcmread(path, stop_before_pixels=headers_only)
             # pydicom converts element values lazily: convert them now so that damage surfaces here,
             # except two large sequences that framegroups parses from raw bytes much faster (guarded later).
+            # Other sequences too when framegroups finds that pydicom would read them cleanly (they are
+            # converted when used, if ever); the Segment Sequence is then read from raw bytes (header.py).
             for dataset in (getattr(ds, "file_meta", None) or Dataset(), ds):
                 for tag in list(dataset.keys()):
-                    if tag not in _LAZY_SEQUENCES:
-                        _ = dataset[tag].value
+                    if tag in _LAZY_SEQUENCES:
+                        continue
+                    if dataset is ds and _plain_sequence(ds, tag):
+                        continue
+                    _ = dataset[tag].value
     except InvalidDicomError as error:
         raise InvalidDicomFileError(f"'{path.name}' is not a valid DICOM file; give a DICOM SEG file.") from error
     except Exception as error:  # noqa: BLE001 - pydicom raises many types on damaged files
@@ -443,6 +449,14 @@ def _read_file(path: Path, headers_only: bool) -> Dataset:
             )
         warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     return ds
+
+
+def _plain_sequence(ds: Dataset, tag: int) -> bool:
+    """True for a raw sequence that pydicom would convert without a problem (checked from its bytes)."""
+    if tag == framegroups.SEGMENT_SEQUENCE:
+        return framegroups.raw_segment_items(ds) is not None  # read (and kept) now: header.py uses it
+    raw = ds.get_item(tag)
+    return isinstance(raw, RawDataElement) and raw.VR == "SQ" and framegroups.raw_sequence_is_plain(ds, tag)
 
 
 def _check_sop_class(ds: Dataset, what: str) -> None:

@@ -32,6 +32,8 @@ from .color import dicom_lab_to_rgb, rgb_to_dicom_lab
 if TYPE_CHECKING:  # highdicom is imported where a Segment Sequence is written: reading stays light
     import highdicom as hd
 
+    from .framegroups import RawItem
+
 logger = logging.getLogger(__name__)
 
 #: Written as Segment Algorithm Name / Algorithm Version when the standard requires a value the model lacks.
@@ -130,7 +132,7 @@ def coded_concept(code: Code) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(code.value, code.scheme_designator, meaning, code.scheme_version)
 
 
-def code_from_item(item: Dataset) -> Code:
+def code_from_item(item: Dataset | RawItem) -> Code:
     """The model Code of a code sequence item (Code Value, Long Code Value or URN Code Value).
 
     Raises InvalidDicomFileError if the item has no code value or no coding scheme.
@@ -145,7 +147,7 @@ def code_from_item(item: Dataset) -> Code:
     return Code(str(value), str(scheme), str(item.get("CodeMeaning", "") or value), str(version) if version else None)
 
 
-def _first_code(item: Dataset, keyword: str) -> Code | None:
+def _first_code(item: Dataset | RawItem, keyword: str) -> Code | None:
     sequence = item.get(keyword)
     if not sequence:
         return None
@@ -181,7 +183,7 @@ def add_anatomic_region(description: Dataset, region: Code | None, modifier: Cod
     description.AnatomicRegionSequence = [item]
 
 
-def terminology_from_description(item: Dataset) -> Terminology:
+def terminology_from_description(item: Dataset | RawItem) -> Terminology:
     """The Terminology of a Segment Sequence item.
 
     A missing (or invalid) category or type, both Type 1, is not invented: it becomes
@@ -198,13 +200,14 @@ def terminology_from_description(item: Dataset) -> Terminology:
     category = category or UNSPECIFIED_CODE
     type_code = type_code or UNSPECIFIED_CODE
     type_modifier = None
-    if item.get("SegmentedPropertyTypeCodeSequence"):
-        type_item = item.SegmentedPropertyTypeCodeSequence[0]
+    type_items = item.get("SegmentedPropertyTypeCodeSequence")
+    if type_items:
+        type_item = type_items[0]
         type_modifier = _first_code(type_item, "SegmentedPropertyTypeModifierCodeSequence")
     region = _first_code(item, "AnatomicRegionSequence")
     region_modifier = None
     if region is not None:
-        region_modifier = _first_code(item.AnatomicRegionSequence[0], "AnatomicRegionModifierSequence")
+        region_modifier = _first_code(item.get("AnatomicRegionSequence")[0], "AnatomicRegionModifierSequence")
     return Terminology(category, type_code, type_modifier, region, region_modifier)
 
 
@@ -280,13 +283,14 @@ def segment_description(segment: Segment, include_color: bool = True) -> hd.seg.
     return description
 
 
-def segment_from_description(item: Dataset, color: tuple[int, int, int] | None = None) -> Segment:
+def segment_from_description(item: Dataset | RawItem, color: tuple[int, int, int] | None = None) -> Segment:
     """The model Segment of a Segment Sequence item written by any tool.
 
     Parameters
     ----------
-    item: pydicom.Dataset
-        A Segment Sequence item (Segment Number must be 1..65535).
+    item: pydicom.Dataset | RawItem
+        A Segment Sequence item (Segment Number must be 1..65535), parsed by pydicom or read from raw
+        bytes (:func:`~.framegroups.raw_segment_items`): both give the same Segment.
     color: tuple[int, int, int] | None
         RGB color to use (e.g. from a palette color LUT); by default the item's
         Recommended Display CIELab Value, or the model's default color if it has none.
@@ -297,8 +301,8 @@ def segment_from_description(item: Dataset, color: tuple[int, int, int] | None =
             f"A Segment Sequence item has Segment Number {number!r}; segment numbers must be 1-65535."
         )
     number = int(number)
-    if color is None and item.get("RecommendedDisplayCIELabValue") is not None:
-        lab = item.RecommendedDisplayCIELabValue
+    lab = item.get("RecommendedDisplayCIELabValue") if color is None else None
+    if lab is not None:
         if len(lab) == 3 and all(0 <= int(v) <= 65535 for v in lab):
             color = dicom_lab_to_rgb([int(v) for v in lab])
         else:
