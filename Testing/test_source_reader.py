@@ -267,7 +267,7 @@ def test_datasets_do_not_share_state(tmp_path):
     assert "PatientName" not in second and 0x00090010 not in second
     assert second.original_encoding[:2] == (False, True)
     assert source._read_slice_header(path).file_meta.TransferSyntaxUID == _EXPLICIT_LITTLE
-    assert source._scan(path.read_bytes(), io.BytesIO())  # the fast path read it
+    assert source._scan(path.read_bytes(), io.BytesIO().read)  # the fast path read it
     assert vars(second).keys() == vars(pydicom.Dataset()).keys() | {"file_meta", "filename", "_slice_tags_only"}
 
 
@@ -306,3 +306,18 @@ def test_sort_by_position_is_the_stable_sort_along_the_normal(positions, orienta
     got = source.sort_by_position(series)
     if len(set(np.round(keys, 6))) == len(keys):  # no near-ties (whose order may differ in the last bit)
         assert [id(ds) for ds in got] == [id(ds) for ds in expected]
+
+
+def test_membership_does_not_read_deferred_values(tmp_path):
+    """_has answers from the element dict: a value pydicom deferred (a large one) stays on disk."""
+    elements = [(0x00080060, _element(0x00080060, "CS", b"CT", False)),
+                (0x00081030, _element(0x00081030, "LO", b"A LONG STUDY DESCRIPTION  ", False)),
+                (0x00280010, _element(0x00280010, "US", b"\x08\0", False)), _BITS]
+    path = tmp_path / "deferred.dcm"
+    path.write_bytes(_file(_EXPLICIT_LITTLE, elements))
+    ds = pydicom.dcmread(path, defer_size=8)
+    assert source._has(ds, "StudyDescription") and not source._has(ds, "DirectoryRecordSequence")
+    assert ds.get_item("StudyDescription", keep_deferred=True).value is None  # still deferred
+    assert source._string(ds, "StudyDescription") == "A LONG STUDY DESCRIPTION"  # read when asked for
+    assert source._has(ds, "Rows") and not source._has(ds, "Columns")
+    assert source._is_image(ds) is False

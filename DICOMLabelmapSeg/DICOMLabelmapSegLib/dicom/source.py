@@ -14,9 +14,10 @@ import os
 import re
 import stat
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import Union
 
 import numpy as np
 import pydicom
@@ -214,7 +215,7 @@ def _read_headers(path_or_files: PathOrFiles) -> list[Dataset]:
         if isinstance(item, Dataset):
             datasets.append(item)
             continue
-        path = Path(item)
+        path = item if isinstance(item, Path) else Path(item)
         try:
             mode = os.stat(path).st_mode  # one stat for is_dir() and is_file()
         except (OSError, ValueError):
@@ -257,6 +258,7 @@ _SHORT_VR_NAMES = {name.encode(): name for name in (
     "UI", "UL", "US")}
 _UNDEFINED = 0xFFFFFFFF
 _HEADER_CHUNK = 16384
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0)  # O_BINARY: Windows
 _ROWS, _COLUMNS, _NUMBER_OF_FRAMES = BaseTag(0x00280010), BaseTag(0x00280011), BaseTag(0x00280008)
 _TRANSFER_SYNTAX = BaseTag(0x00020010)
 _EXPLICIT_HEADER = struct.Struct("<HH2sH").unpack_from  # group, element, VR, 16-bit length
@@ -276,12 +278,15 @@ class _NotMinimal(Exception):
 def _read_slice_header(path: Path) -> Dataset | None:
     """The header of one source slice: the :data:`_SLICE_TAGS` only, read by walking the raw elements.
 
-    About 20x faster than pydicom for a CT slice. Files it does not handle (no preamble,
+    About 10x faster than pydicom for a CT slice. Files it does not handle (no preamble,
     big endian, deflated, DICOMDIR, multi-frame) are read by pydicom (:func:`_read_header`).
     """
     try:
-        with open(path, "rb") as stream:
-            syntax, elements = _scan(stream.read(_HEADER_CHUNK), stream)
+        descriptor = os.open(path, _OPEN_FLAGS)  # no file object: a third of the time of open() and read()
+        try:
+            syntax, elements = _scan(os.read(descriptor, _HEADER_CHUNK), partial(os.read, descriptor))
+        finally:
+            os.close(descriptor)
     except (_NotMinimal, struct.error, IndexError, UnicodeDecodeError):
         return _read_header(path)
     except OSError as error:
@@ -309,8 +314,10 @@ def _is_short(element: object) -> bool:
         and element.value is not None and len(element.value) == 2)
 
 
-def _scan(data: bytes, stream: BinaryIO) -> tuple[str, _Elements]:
+def _scan(data: bytes, read: Callable[[int], bytes]) -> tuple[str, _Elements]:
     """(Transfer Syntax UID, the raw :data:`_SLICE_TAGS` elements) of a file whose first bytes are ``data``.
+
+    ``read(n)`` reads up to ``n`` more bytes of the file (b"" at its end).
 
     Raises _NotMinimal for a file pydicom must read: no preamble, a transfer syntax other than
     little endian (explicit or implicit) VR, a DICOMDIR, an element it cannot parse, a value
@@ -319,19 +326,22 @@ def _scan(data: bytes, stream: BinaryIO) -> tuple[str, _Elements]:
     if data[128:132] != b"DICM":
         raise _NotMinimal
     explicit_header, implicit_header, length_at, long_vrs = _EXPLICIT_HEADER, _IMPLICIT_HEADER, _LENGTH, _LONG_VRS
+    short_vr_names = _SHORT_VR_NAMES
     size = len(data)
     position = 132
     syntax_value = sop_class_value = b""
     while True:  # the file meta elements: group 0002, explicit VR little endian
         if position + 12 > size:
-            data = _more(data, stream, position + 12)
+            data = _more(data, read, position + 12)
             size = len(data)
             if position + 12 > size:
                 raise _NotMinimal
         group, element, vr, length = explicit_header(data, position)
         if group != 0x0002:
             break
-        if vr in long_vrs:
+        if vr in short_vr_names:
+            start = position + 8
+        elif vr in long_vrs:
             length = length_at(data, position + 8)[0]
             start = position + 12
         elif vr.isalpha():
@@ -340,7 +350,7 @@ def _scan(data: bytes, stream: BinaryIO) -> tuple[str, _Elements]:
             raise _NotMinimal
         end = start + length
         if end > size:
-            data = _more(data, stream, end)
+            data = _more(data, read, end)
             size = len(data)
             if end > size:
                 raise _NotMinimal
@@ -354,12 +364,12 @@ def _scan(data: bytes, stream: BinaryIO) -> tuple[str, _Elements]:
         raise _NotMinimal
     implicit = syntax == _IMPLICIT_LITTLE
     wanted = _SLICE_KEYS.get
-    short_vr_name = _SHORT_VR_NAMES.get
+    short_vr_name = short_vr_names.get
     last = _LAST_SLICE_TAG
     found: _Elements = {}
     while True:  # the top-level elements up to the last wanted one
         if position + 12 > size:
-            data = _more(data, stream, position + 12)
+            data = _more(data, read, position + 12)
             size = len(data)
             if position + 12 > size:
                 if size <= position:  # the end of a file without pixel data
@@ -390,14 +400,14 @@ def _scan(data: bytes, stream: BinaryIO) -> tuple[str, _Elements]:
         if tag > last:
             return syntax, found
         if length == _UNDEFINED:
-            walker = _Walker(data, stream, start)
+            walker = _Walker(data, read, start)
             walker.skip_undefined(implicit)
             data, position = walker.data, walker.position
             size = len(data)
             continue
         end = start + length
         if end > size:
-            data = _more(data, stream, end)
+            data = _more(data, read, end)
             size = len(data)
             if end > size:
                 raise _NotMinimal
@@ -408,10 +418,10 @@ def _scan(data: bytes, stream: BinaryIO) -> tuple[str, _Elements]:
         position = end
 
 
-def _more(data: bytes, stream: BinaryIO, end: int) -> bytes:
+def _more(data: bytes, read: Callable[[int], bytes], end: int) -> bytes:
     """``data`` followed by more of the file, up to at least ``end`` bytes if the file has them."""
     while end > len(data):
-        more = stream.read(max(_HEADER_CHUNK, end - len(data)))
+        more = read(max(_HEADER_CHUNK, end - len(data)))
         if not more:
             break
         data += more
@@ -421,14 +431,14 @@ def _more(data: bytes, stream: BinaryIO, end: int) -> bytes:
 class _Walker:
     """Skips an undefined-length sequence in a file's first bytes, reading more of the file as needed."""
 
-    def __init__(self, data: bytes, stream: BinaryIO, position: int) -> None:
+    def __init__(self, data: bytes, read: Callable[[int], bytes], position: int) -> None:
         self.data = data
-        self.stream = stream
+        self.read = read
         self.position = position
 
     def _need(self, end: int) -> None:
         if end > len(self.data):
-            self.data = _more(self.data, self.stream, end)
+            self.data = _more(self.data, self.read, end)
             if end > len(self.data):
                 raise _NotMinimal
 
@@ -637,26 +647,33 @@ def _check_consistent(series: Sequence[Dataset]) -> None:
 _TAGS: dict[str, BaseTag] = {}
 
 
-def _element(ds: Dataset, keyword: str) -> DataElement | RawDataElement | None:
-    """``ds.get_item(keyword)``: the element (raw while pydicom has not converted it), None if absent."""
+def _elements(ds: Dataset, keyword: str) -> tuple[BaseTag, dict] | None:
+    """The tag of ``keyword`` and the dict of the elements of ``ds`` (None if either is not as expected)."""
     tag = _TAGS.get(keyword)
     if tag is None:
         number = tag_for_keyword(keyword)
         if number is None:
-            return ds.get_item(keyword)
+            return None
         tag = _TAGS[keyword] = _SLICE_KEYS.get(number) or BaseTag(number)  # the key object: found by identity
     elements = getattr(ds, "_dict", None)
-    if not isinstance(elements, dict):
+    return (tag, elements) if isinstance(elements, dict) else None
+
+
+def _element(ds: Dataset, keyword: str) -> DataElement | RawDataElement | None:
+    """``ds.get_item(keyword)``: the element (raw while pydicom has not converted it), None if absent."""
+    found = _elements(ds, keyword)
+    if found is None:
         return ds.get_item(keyword)
-    element = elements.get(tag)
+    element = found[1].get(found[0])
     if isinstance(element, RawDataElement) and element.value is None:
         return ds.get_item(keyword)  # a deferred value: pydicom reads it
     return element
 
 
 def _has(ds: Dataset, keyword: str) -> bool:
-    """``keyword in ds``."""
-    return _element(ds, keyword) is not None
+    """``keyword in ds`` (a deferred value is not read)."""
+    found = _elements(ds, keyword)
+    return keyword in ds if found is None else found[0] in found[1]
 
 
 def _raw_value(element: DataElement | RawDataElement | None) -> bytes | None:
