@@ -321,3 +321,17 @@ def test_membership_does_not_read_deferred_values(tmp_path):
     assert source._string(ds, "StudyDescription") == "A LONG STUDY DESCRIPTION"  # read when asked for
     assert source._has(ds, "Rows") and not source._has(ds, "Columns")
     assert source._is_image(ds) is False
+
+
+def test_raw_elements_built_by_their_constructor_are_the_same(tmp_path, monkeypatch):
+    """With a pydicom whose RawDataElement has other fields, the constructor builds them: the same elements."""
+    elements = [(0x00080060, _element(0x00080060, "CS", b"CT", False)),
+                (0x00200032, _element(0x00200032, "DS", b"1\\2\\3 ", False)),
+                (0x00280010, _element(0x00280010, "US", b"\x08\0", False)), _BITS]
+    path = tmp_path / "raw.dcm"
+    path.write_bytes(_file(_EXPLICIT_LITTLE, elements))
+    fast = source._scan(path.read_bytes(), io.BytesIO().read)
+    monkeypatch.setattr(source, "_new_raw", source._construct)
+    monkeypatch.setattr(source, "_RAW_TAIL", ())
+    built = source._scan(path.read_bytes(), io.BytesIO().read)
+    assert fast == built and len(next(iter(fast[1].values()))) == len(source.RawDataElement._fields)

@@ -264,7 +264,19 @@ _TRANSFER_SYNTAX = BaseTag(0x00020010)
 _EXPLICIT_HEADER = struct.Struct("<HH2sH").unpack_from  # group, element, VR, 16-bit length
 _IMPLICIT_HEADER = struct.Struct("<HHI").unpack_from  # group, element, 32-bit length
 _LENGTH = struct.Struct("<I").unpack_from
-_new_raw = tuple.__new__  # a RawDataElement from all its fields (what its _make does, without the Python call)
+#: The fields of a RawDataElement the reader sets; the others (is_raw, is_buffered in pydicom 3) keep their defaults.
+_RAW_FIELDS = ("tag", "VR", "length", "value", "value_tell", "is_implicit_VR", "is_little_endian")
+_FAST_RAW = RawDataElement._fields[:7] == _RAW_FIELDS and set(RawDataElement._fields[7:]) <= set(
+    RawDataElement._field_defaults)
+_RAW_TAIL = tuple(RawDataElement._field_defaults[name] for name in RawDataElement._fields[7:]) if _FAST_RAW else ()
+
+
+def _construct(cls: type, fields: tuple) -> RawDataElement:
+    return cls(*fields)
+
+
+#: A RawDataElement from all its fields: what its _make does, without a Python call (else its constructor).
+_new_raw: Callable[[type, tuple], RawDataElement] = tuple.__new__ if _FAST_RAW else _construct  # type: ignore[assignment]
 
 
 #: The elements of a dataset as pydicom keeps them (read ones stay raw until a value is asked for).
@@ -364,6 +376,7 @@ def _scan(data: bytes, read: Callable[[int], bytes]) -> tuple[str, _Elements]:
         raise _NotMinimal
     implicit = syntax == _IMPLICIT_LITTLE
     wanted = _SLICE_KEYS.get
+    raw_tail = _RAW_TAIL
     short_vr_name = short_vr_names.get
     last = _LAST_SLICE_TAG
     found: _Elements = {}
@@ -413,8 +426,8 @@ def _scan(data: bytes, read: Callable[[int], bytes]) -> tuple[str, _Elements]:
                 raise _NotMinimal
         key = wanted(tag)
         if key is not None:
-            found[key] = _new_raw(RawDataElement, (key, vr_name, length, data[start:end], start, implicit, True,
-                                                   True, False))
+            found[key] = _new_raw(RawDataElement, (key, vr_name, length, data[start:end], start, implicit, True)
+                                  + raw_tail)
         position = end
 
 
