@@ -91,8 +91,8 @@ def read_source_series(path_or_files: PathOrFiles, require_uids: bool = True) ->
             f"The series has {len(series)} files, some of them multi-frame images. A segmentation can reference "
             "either single-frame slices or one multi-frame image: choose one file."
         )
-    _check_consistent(series)
-    return _with_full_ends(sort_by_position(series))
+    positions = _check_consistent(series)
+    return _with_full_ends(series if positions is None else _sorted_along_normal(series, positions))
 
 
 def _with_full_ends(series: list[Dataset]) -> list[Dataset]:
@@ -143,8 +143,15 @@ def sort_by_position(series: Sequence[Dataset]) -> list[Dataset]:
     """Single-frame slices sorted by their position along the slice normal (others returned as is)."""
     if len(series) < 2:
         return list(series)
+    return _sorted_along_normal(series, [_position(ds) for ds in series])
+
+
+def _sorted_along_normal(series: Sequence[Dataset], positions: Sequence[Sequence[float]]) -> list[Dataset]:
+    """``series`` (of at least two slices, at ``positions``) sorted along the normal of its first slice."""
+    if len(series) < 2:
+        return list(series)
     normal = slice_normal(_orientation(series[0]))
-    along = np.array([_position(ds) for ds in series], dtype=np.float64) @ normal
+    along = np.array(positions, dtype=np.float64) @ normal
     return [series[index] for index in np.argsort(along, kind="stable")]
 
 
@@ -616,10 +623,14 @@ def _deduplicate(series: list[Dataset]) -> list[Dataset]:
 # --- checks -----------------------------------------------------------------------------------
 
 
-def _check_consistent(series: Sequence[Dataset]) -> None:
+def _check_consistent(series: Sequence[Dataset]) -> list[list[float]] | None:
+    """Raise SourceImageError unless the slices share size, orientation and spacing at distinct positions.
+
+    Returns the positions of single-frame slices (None for a multi-frame image).
+    """
     if len(series) == 1 and _frames(series[0]) > 1:
         _multiframe_planes(series[0])  # raises if the plane attributes are missing
-        return
+        return None
     first = series[0]
     sizes = np.array([(_unsigned_short(ds, "Rows"), _unsigned_short(ds, "Columns")) for ds in series])
     orientations = np.array([_orientation(ds) for ds in series])
@@ -648,12 +659,14 @@ def _check_consistent(series: Sequence[Dataset]) -> None:
             f"The slices of the series have different pixel spacings ({where(other_spacing)}); choose files of one "
             "image stack."
         )
-    positions = np.round(np.array([_position(ds) for ds in series]), 3)
-    if len(np.unique(positions, axis=0)) != len(positions):
+    positions = [_position(ds) for ds in series]
+    rounded = np.round(np.array(positions), 3)
+    if len(np.unique(rounded, axis=0)) != len(rounded):
         raise SourceImageError(
             "Several slices of the series share the same position (e.g. several time points or echoes in one "
             "series). Choose the files of one volume."
         )
+    return positions
 
 
 #: Tags of the keywords looked up here (pydicom's keyword look-up costs more than the rest of a read).
@@ -726,6 +739,10 @@ def _frames(ds: Dataset) -> int:
     return int(ds.get("NumberOfFrames", 1) or 1)
 
 
+class _Parsed(list):
+    """Floats :func:`_decimals` parsed from raw bytes (a new list: returned as they are)."""
+
+
 def _decimals(ds: Dataset, keyword: str) -> Sequence | None:
     """The values of a DS attribute; parsed from the raw bytes while pydicom has not converted them (faster)."""
     value = _raw_value(_element(ds, keyword))
@@ -733,7 +750,7 @@ def _decimals(ds: Dataset, keyword: str) -> Sequence | None:
         text = value.rstrip(b"\0 ")
         if text:
             try:
-                return [float(part) for part in text.split(b"\\")]
+                return _Parsed([float(part) for part in text.split(b"\\")])
             except ValueError:
                 pass  # pydicom reports it
     return ds.get(keyword)
@@ -746,7 +763,7 @@ def _orientation(ds: Dataset) -> list[float]:
             "A source image has no valid Image Orientation (Patient), so its position in space is unknown; "
             "only cross-sectional images (CT, MR, PET, ...) can be segmentation sources."
         )
-    return [float(v) for v in value]
+    return value if type(value) is _Parsed else [float(v) for v in value]
 
 
 def _position(ds: Dataset) -> list[float]:
@@ -755,8 +772,8 @@ def _position(ds: Dataset) -> list[float]:
         raise SourceImageError(
             "A source image has no valid Image Position (Patient), so its position in space is unknown."
         )
-    position = [float(v) for v in value]
-    if not all(math.isfinite(v) for v in position):
+    position = value if type(value) is _Parsed else [float(v) for v in value]
+    if not all(map(math.isfinite, position)):
         name = Path(str(getattr(ds, "filename", "") or "")).name or "A source image"
         raise SourceImageError(
             f"Source image '{name}' has Image Position (Patient) {position}; a position must be three finite "
@@ -769,7 +786,7 @@ def _pixel_spacing(ds: Dataset) -> list[float]:
     value = _decimals(ds, "PixelSpacing")
     if value is None or len(value) != 2 or min(float(v) for v in value) <= 0:
         raise SourceImageError("A source image has no valid Pixel Spacing; its voxel size is unknown.")
-    return [float(v) for v in value]
+    return value if type(value) is _Parsed else [float(v) for v in value]
 
 
 def _slice_thickness(ds: Dataset) -> float:
