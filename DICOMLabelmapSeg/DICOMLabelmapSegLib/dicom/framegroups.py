@@ -63,6 +63,7 @@ _TAG = struct.Struct("<HH")
 _SHORT = struct.Struct("<HH2sH")
 _LONG = struct.Struct("<HH2s2xI")
 _ITEM_HEADER = struct.Struct("<HHI")
+_UINT32 = struct.Struct("<I")
 
 
 class _Malformed(Exception):
@@ -259,16 +260,35 @@ def _skip_sequence(buffer: memoryview, position: int, end: int) -> int:
 
 
 def _elements(buffer: memoryview, start: int, end: int):  # noqa: ANN202 - a private generator
-    """(tag, VR, value start, value end or None for undefined-length sequences) of a dataset's elements."""
+    """(tag, VR, value start, value end) of a dataset's elements (undefined-length sequences: before the delimiter).
+
+    The same checks as :func:`_element_header` and :func:`_element_end`, each header read once.
+    """
     position = start
     while position < end:
-        group, element = _TAG.unpack_from(buffer, position)
-        if (group << 16) | element == _ITEM_END:
-            return
-        tag, vr, length, value_start = _element_header(buffer, position)
-        following = _element_end(buffer, position, end)
-        value_end = value_start + length if length != _UNDEFINED else following - 8
-        yield tag, vr, value_start, value_end
+        group, element, vr, length = _SHORT.unpack_from(buffer, position)
+        if group == 0xFFFE:
+            if element == 0xE00D:  # item delimiter
+                return
+            raise _Malformed
+        vr = bytes(vr)
+        if vr in _LONG_VRS:
+            length = _UINT32.unpack_from(buffer, position + 8)[0]
+            value_start = position + 12
+        elif vr.isalpha():
+            value_start = position + 8
+        else:
+            raise _Malformed
+        if length == _UNDEFINED:
+            if vr != b"SQ":
+                raise _Malformed
+            following = _skip_sequence(buffer, value_start, end)
+            value_end = following - 8
+        else:
+            following = value_end = value_start + length
+            if following > end:
+                raise _Malformed
+        yield (group << 16) | element, vr, value_start, value_end
         position = following
 
 
