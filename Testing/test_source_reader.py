@@ -121,8 +121,7 @@ def _header(draw: st.DrawFn) -> tuple[str, bytes]:
     present = sorted(set(present) | {0x00280010, 0x00280011})
     elements = []
     for tag in present:
-        vr = "UL" if implicit else dictionary_VR(tag)
-        elements.append((tag, _element(tag, dictionary_VR(tag) if not implicit else vr, draw(_value(tag)), implicit)))
+        elements.append((tag, _element(tag, dictionary_VR(tag), draw(_value(tag)), implicit)))
     if draw(st.booleans()):
         elements.append((0x00080005, _element(0x00080005, "CS", b"ISO_IR 100", implicit)))
     if draw(st.booleans()):  # a frame count of one
