@@ -534,9 +534,14 @@ def _raw_item(buffer: memoryview, start: int, end: int,
         if tag <= previous or vr not in _KNOWN_VRS or tag == _SPECIFIC_CHARACTER_SET:
             raise _Malformed  # pydicom decides: duplicates, odd VRs, an item's own character set
         previous = tag
-        following = _element_end(buffer, position, end)
-        value_end = value_start + length
-        if length == _UNDEFINED:
+        if length != _UNDEFINED:  # as _element_end, the header read once
+            following = value_end = value_start + length
+            if following > end:
+                raise _Malformed
+        else:
+            if vr != b"SQ":
+                raise _Malformed
+            following = _skip_sequence(buffer, value_start, end)
             value_end = following - 8
             if _ITEM_HEADER.unpack_from(buffer, value_end)[2] != 0:
                 raise _Malformed  # a sequence delimiter with a length: pydicom logs it
