@@ -361,3 +361,27 @@ def test_labels_decoded_into_another_allocators_memory_equal_numpys(tmp_path: Pa
     with reader.labels_allocated_by(allocate):
         fast = read_segmentation(path)
     assert given and differences(plain, fast) == []
+
+
+# ---------------------------------------------------------------------------- frame positions
+
+NUMBERS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["1", " 2.5 ", "-0", "1e400", "nan", "inf", "", "x", "1_0", "0x10", "+3.", "١٢"]),
+    st.text(max_size=4),
+)
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.one_of(st.lists(NUMBERS, max_size=4), st.lists(NUMBERS, max_size=4).map(lambda v: "\\".join(v)),
+                 st.none(), st.integers(), st.just(pydicom.valuerep.DSfloat("1.5")),
+                 st.lists(st.floats(-1e6, 1e6).map(lambda f: f"{f:.6g}"), min_size=2, max_size=4).map(
+                     lambda v: pydicom.multival.MultiValue(pydicom.valuerep.DSfloat, v))))
+def test_frame_positions_parse_as_the_plain_path(value: Any) -> None:
+    def plain() -> Any:
+        return tuple(header._floats(value, 3, "Image Position (Patient)", "The dataset").tolist())
+
+    def fast() -> Any:
+        return tuple(float(v) for v in header._position(value, "The dataset"))
+
+    assert outcome(fast) == outcome(plain)

@@ -396,19 +396,23 @@ def _frame_functional_groups(
     frame_segments = np.zeros(frames, dtype=np.int64) if segmentation_type != SegmentationType.LABELMAP else None
     source_uids: list[str] = []
     seen_sources: set[str] = set()
+    seen_orientation: Any = None  # the last value added (usually the shared group's, one object for all frames)
+    seen_spacing: Any = None
     for index, group in enumerate(groups):
         orientation = group.image_orientation if group.image_orientation is not None else shared.image_orientation
-        if orientation is not None:
+        if orientation is not None and orientation is not seen_orientation:
             orientation_values.add(tuple(str(v) for v in orientation))
+            seen_orientation = orientation
         spacing = group.pixel_spacing if group.pixel_spacing is not None else shared.pixel_spacing
-        if spacing is not None:
+        if spacing is not None and spacing is not seen_spacing:
             spacing_values.add(tuple(str(v) for v in spacing))
+            seen_spacing = spacing
         if between is None and group.spacing_between_slices is not None:
             between = _optional_float(group.spacing_between_slices)
         if thickness is None and group.slice_thickness is not None:
             thickness = _optional_float(group.slice_thickness)
         if group.image_position is not None:
-            positions[index] = _floats(group.image_position, 3, "Image Position (Patient)", where)
+            positions[index] = _position(group.image_position, where)
             with_position += 1
         if frame_segments is not None:
             number = group.referenced_segment_number
@@ -452,6 +456,18 @@ def _frame_functional_groups(
     planes = Planes(frame_orientation, pixel_spacing, between or None, thickness or None,
                     positions if with_position else None)
     return planes, frame_segments, source_uids
+
+
+def _position(value: Any, where: str) -> tuple[float, float, float] | np.ndarray:
+    """An Image Position (Patient): three finite numbers (as :func:`_floats`, which says what is wrong)."""
+    try:
+        if len(value) == 3:
+            x, y, z = float(value[0]), float(value[1]), float(value[2])
+            if math.isfinite(x) and math.isfinite(y) and math.isfinite(z):
+                return x, y, z
+    except (TypeError, ValueError):
+        pass
+    return _floats(value, 3, "Image Position (Patient)", where)  # raises the error (or agrees)
 
 
 def _optional_float(value: Any) -> float | None:
