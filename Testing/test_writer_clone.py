@@ -15,10 +15,12 @@ import warnings
 import numpy as np
 import pydicom
 import pytest
-from DICOMLabelmapSegLib.dicom import check, writer
-from DICOMLabelmapSegLib.dicom.frameclone import PER_FRAME_FUNCTIONAL_GROUPS
+from DICOMLabelmapSegLib.dicom import check, frameclone, writer
+from DICOMLabelmapSegLib.dicom.frameclone import PER_FRAME_FUNCTIONAL_GROUPS, SEGMENT_SEQUENCE
+from DICOMLabelmapSegLib.dicom.segment import segment_description
 from DICOMLabelmapSegLib.dicom.source import read_source_series
-from DICOMLabelmapSegLib.model import Geometry, Layer
+from DICOMLabelmapSegLib.enums import SegmentAlgorithmType
+from DICOMLabelmapSegLib.model import Code, Geometry, Layer, Segment, Terminology
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synthetic import make_affine, make_ct_series, make_segmentation
@@ -94,6 +96,8 @@ def both_paths(tmp_path, shape, layers, syntax, oblique=False, flip=False, palet
             os.environ[check.SELF_CHECK_VARIABLE] = self_check
     assert cloned == [True] * len(segmentation.layers), "the fast path was not taken"
     assert all(ds.get_item(PER_FRAME_FUNCTIONAL_GROUPS).is_raw for ds in fast)
+    # Segment Sequences of ASCII text are written as raw bytes (non_ascii renames a segment of the first layer).
+    assert [ds.get_item(SEGMENT_SEQUENCE).is_raw for ds in fast] == [not non_ascii] + [True] * (len(fast) - 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # The reference reads every source header in full with pydicom (the fast path: source.py's slice reader).
@@ -183,3 +187,45 @@ def test_fast_path_reads_padded_uids_as_pydicom_does(tmp_path):
     assert_same_content(fast, plain)
     references = [str(item.ReferencedSOPInstanceUID) for item in written(fast[0]).SourceImageSequence]
     assert all(uid == uid.strip() for uid in references) and any(len(uid) % 2 for uid in references)
+
+
+text = st.text(st.characters(min_codepoint=32, max_codepoint=126, exclude_characters="\\"), min_size=1, max_size=40)
+codes = st.builds(Code, st.from_regex(r"[0-9A-Z]{1,16}", fullmatch=True), st.sampled_from(["SCT", "DCM", "99X"]),
+                  text, st.one_of(st.none(), st.just("2024")))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    segments=st.lists(
+        st.builds(
+            Segment,
+            label_value=st.integers(1, 65535),
+            name=text,
+            color=st.tuples(*[st.integers(0, 255)] * 3),
+            terminology=st.builds(Terminology, codes, codes, st.one_of(st.none(), codes), st.one_of(st.none(), codes),
+                                  st.none()),
+            algorithm_type=st.sampled_from(list(SegmentAlgorithmType)),
+            algorithm_name=st.one_of(st.none(), text),
+            algorithm_family=st.one_of(st.none(), codes),
+            description=st.one_of(st.none(), text),
+        ),
+        min_size=1, max_size=5,
+    ),
+    charset=st.sampled_from([None, "ISO_IR 100", "ISO_IR 192"]),
+    palette=st.booleans(),
+)
+def test_segment_items_are_encoded_as_pydicom_encodes_them(segments, charset, palette):
+    """The Segment Sequence written as raw bytes (frameclone.encode_items_fast) is pydicom's encoding, byte for byte."""
+    items = [segment_description(segment, include_color=not palette) for segment in segments]
+    fast = frameclone.encode_items_fast(items, charset)
+    assert fast is not None  # ASCII items: the fast path applies
+    assert fast == b"".join(frameclone.encode_item(item) for item in items)
+
+
+def test_segment_items_the_fast_encoder_does_not_know_go_to_pydicom():
+    item = segment_description(Segment(1, "Leber Müller"))
+    assert frameclone.encode_items_fast([item], "ISO_IR 192") is None  # non-ASCII text
+    assert frameclone.encode_items_fast([segment_description(Segment(1, "liver"))], "ISO 2022 IR 87") is None
+    odd = segment_description(Segment(1, "liver"))
+    odd.add_new(0x00620006, "DS", "1.5")  # a VR it does not write
+    assert frameclone.encode_items_fast([odd], None) is None

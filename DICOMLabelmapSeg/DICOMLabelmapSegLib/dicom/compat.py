@@ -77,7 +77,14 @@ def _transfer_syntax(ds: Dataset) -> str:
 
 
 def _max_segment_number(ds: Dataset) -> int:
-    numbers = [int(item.SegmentNumber) for item in ds.get("SegmentSequence") or () if item.get("SegmentNumber")]
+    element = ds.get_item(0x00620002)  # Segment Sequence; raw bytes (the writer's) are read without replacing them
+    if element is None:
+        return 0
+    from pydicom.dataelem import RawDataElement, convert_raw_data_element
+
+    if isinstance(element, RawDataElement):
+        element = convert_raw_data_element(element, encoding=ds._character_set, ds=ds)
+    numbers = [int(item.SegmentNumber) for item in element.value or () if item.get("SegmentNumber")]
     return max(numbers, default=0)
 
 
