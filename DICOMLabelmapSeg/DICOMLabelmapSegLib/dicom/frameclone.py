@@ -21,10 +21,10 @@ import struct
 from collections.abc import MutableSequence, Sequence
 
 import numpy as np
+from pydicom.charset import default_encoding
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
-from pydicom.charset import default_encoding
 from pydicom.filewriter import correct_ambiguous_vr, write_dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
