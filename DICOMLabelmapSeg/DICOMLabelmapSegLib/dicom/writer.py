@@ -531,7 +531,7 @@ def _spacing_of_all_slices(ds: Dataset, sources: Sequence[Dataset], geometry: Ge
     if source_value is not None and str(measures.get("SpacingBetweenSlices")) == str(source_value):
         return True
     orientation = ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient
-    positions = [[float(v) for v in image.ImagePositionPatient] for image in sources]
+    positions = source_planes(sources)[2].tolist()  # parsed from the headers' bytes (pydicom: 10x slower)
     spacing, _ = hd.spatial.get_volume_positions(image_positions=positions, image_orientation=orientation)
     if spacing is None or spacing <= 0:
         return False
