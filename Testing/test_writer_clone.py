@@ -231,3 +231,29 @@ def test_segment_items_the_fast_encoder_does_not_know_go_to_pydicom():
     odd = segment_description(Segment(1, "liver"))
     odd.add_new(0x00620006, "DS", "1.5")  # a VR it does not write
     assert frameclone.encode_items_fast([odd], None) is None
+
+
+def unusual_positions(folder):
+    """Rewrite each slice's Image Position (Patient) bytes with spaces, a plus sign and an exponent (valid DS)."""
+    import struct
+
+    for path in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(path)
+        element = ds.get_item(0x00200032)
+        old = b"\x20\x00\x32\x00DS" + struct.pack("<H", len(element.value)) + element.value
+        x, y, z = (float(v) for v in ds.ImagePositionPatient)
+        text = f" {x:.3f} \\{y:+g}\\ {z * 10:.4g}E-1".encode()
+        text += b" " * (len(text) % 2)
+        data = path.read_bytes()
+        assert data.count(old) == 1
+        path.write_bytes(data.replace(old, b"\x20\x00\x32\x00DS" + struct.pack("<H", len(text)) + text))
+
+
+def test_fast_path_copies_positions_as_pydicom_reads_them(tmp_path):
+    """The clone takes unread positions from their raw text: what pydicom would keep, byte for byte."""
+    fast, plain = both_paths(tmp_path, (4, 6, 5), [[1, 2]], "explicit", edit_sources=unusual_positions)
+    assert_same_content(fast, plain)
+    written_fast, written_plain = written(fast[0]), written(plain[0])
+    for a, b in zip(written_fast.PerFrameFunctionalGroupsSequence, written_plain.PerFrameFunctionalGroupsSequence):
+        assert [x.original_string for x in a.PlanePositionSequence[0].ImagePositionPatient] == \
+               [x.original_string for x in b.PlanePositionSequence[0].ImagePositionPatient]

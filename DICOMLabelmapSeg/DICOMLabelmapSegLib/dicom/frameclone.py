@@ -21,6 +21,7 @@ import struct
 from collections.abc import MutableSequence, Sequence
 
 import numpy as np
+from pydicom import config as pydicom_config
 from pydicom.charset import default_encoding
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -28,7 +29,7 @@ from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import correct_ambiguous_vr, write_dataset
 from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
-from pydicom.valuerep import DS
+from pydicom.valuerep import DS, is_valid_ds
 
 PER_FRAME_FUNCTIONAL_GROUPS = 0x52009230
 SOURCE_IMAGE_SEQUENCE = 0x00082112
@@ -162,8 +163,27 @@ def _frame_elements(source: Dataset, dimension_index: int, references: list[byte
     return [
         *(references or _reference_elements(source)),
         _ul(_DIMENSION_INDEX_VALUES, dimension_index),
-        _ds(_IMAGE_POSITION_PATIENT, source.ImagePositionPatient),
+        _raw_position(source) or _ds(_IMAGE_POSITION_PATIENT, source.ImagePositionPatient),
     ]
+
+
+def _raw_position(source: Dataset) -> bytes | None:
+    """The Image Position (Patient) element :func:`_ds` writes, from the unread raw value; None if unsure.
+
+    pydicom reads each value as the stripped text, which ``DS(..., auto_format=True)`` keeps when it
+    is a valid DS; only such values are taken (anything else: pydicom converts, :func:`_ds` formats).
+    """
+    element = source.get_item(_IMAGE_POSITION_PATIENT)
+    if not isinstance(element, RawDataElement) or not isinstance(element.value, bytes) or (
+            pydicom_config.use_DS_numpy or pydicom_config.use_DS_decimal):
+        return None
+    text = element.value.decode("latin-1")
+    parts = [part.strip() for part in text.strip().split("\\")]
+    if len(parts) != 3 or not text.isascii() or not all(is_valid_ds(part) for part in parts):
+        return None
+    value = "\\".join(parts)
+    encoded = (value + " " * (len(value) % 2)).encode("ascii")
+    return _tag_bytes(_IMAGE_POSITION_PATIENT) + b"DS" + len(encoded).to_bytes(2, "little") + encoded
 
 
 def _reference_elements(source: Dataset) -> list[bytes]:
