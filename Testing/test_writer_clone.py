@@ -257,3 +257,26 @@ def test_fast_path_copies_positions_as_pydicom_reads_them(tmp_path):
     for a, b in zip(written_fast.PerFrameFunctionalGroupsSequence, written_plain.PerFrameFunctionalGroupsSequence):
         assert [x.original_string for x in a.PlanePositionSequence[0].ImagePositionPatient] == \
                [x.original_string for x in b.PlanePositionSequence[0].ImagePositionPatient]
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.binary(max_size=12) | st.text(alphabet=" \0.\\0123456789", max_size=12).map(str.encode))
+def test_raw_uids_are_read_as_pydicom_reads_them(raw):
+    """The clone's UIDs from unread raw bytes (frameclone._uid_of) equal what pydicom makes of the same bytes."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import BaseTag
+
+    def dataset() -> pydicom.Dataset:
+        tag = BaseTag(0x00080018)
+        return pydicom.Dataset({tag: RawDataElement(tag, "UI", len(raw), raw, 0, False, True)})
+
+    reference, ours = dataset(), dataset()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            expected = str(reference[0x00080018].value)
+        except UnicodeDecodeError:  # bytes pydicom cannot decode: the clone must not invent a UID either
+            with pytest.raises(UnicodeDecodeError):
+                frameclone._uid_of(ours, 0x00080018)
+            return
+        assert frameclone._uid_of(ours, 0x00080018) == expected

@@ -197,10 +197,10 @@ def _uid_of(source: Dataset, tag: int) -> str:
     element = source.get_item(tag)
     if isinstance(element, RawDataElement) and isinstance(element.value, bytes):
         try:
-            text = element.value.decode("ascii").strip("\0 ")
+            text = element.value.decode("ascii").rstrip("\0 ")  # as pydicom: trailing padding only
         except UnicodeDecodeError:
             text = ""
-        if text and "\\" not in text:
+        if text and text[0] not in " \0" and "\\" not in text:  # leading padding: as pydicom takes it off
             return text
     return str(source[tag].value)
 
