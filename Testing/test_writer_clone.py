@@ -280,3 +280,30 @@ def test_raw_uids_are_read_as_pydicom_reads_them(raw):
                 frameclone._uid_of(ours, 0x00080018)
             return
         assert frameclone._uid_of(ours, 0x00080018) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.text(alphabet=" \0.\\+-eE0123456789", max_size=30).map(str.encode))
+def test_raw_positions_are_written_as_from_pydicom_values(raw):
+    """Image Position (Patient) from unread raw bytes (frameclone._raw_position) is the element the clone writes
+    from pydicom's value, or it is left to pydicom (None)."""
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import BaseTag
+
+    tag = BaseTag(0x00200032)
+    ours = frameclone._raw_position(pydicom.Dataset({tag: RawDataElement(tag, "DS", len(raw), raw, 0, False, True)}))
+    if ours is None:
+        return
+    reference = pydicom.Dataset({tag: RawDataElement(tag, "DS", len(raw), raw, 0, False, True)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert ours == frameclone._ds(0x00200032, reference.ImagePositionPatient)
+
+
+def test_raw_positions_cover_the_usual_text():
+    from pydicom.dataelem import RawDataElement
+    from pydicom.tag import BaseTag
+
+    tag = BaseTag(0x00200032)
+    raw = b"-125.5\\ 3.25\\+7E-1 "
+    assert frameclone._raw_position(pydicom.Dataset({tag: RawDataElement(tag, "DS", len(raw), raw, 0, False, True)}))
