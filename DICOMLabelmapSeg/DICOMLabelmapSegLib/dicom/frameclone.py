@@ -23,7 +23,7 @@ from collections.abc import MutableSequence, Sequence
 import numpy as np
 from pydicom import config as pydicom_config
 from pydicom.charset import default_encoding
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import correct_ambiguous_vr, write_dataset
@@ -289,22 +289,19 @@ def clone_frames(mini: Dataset, sources: Sequence[Dataset], referenced: Sequence
     return True
 
 
-def _raw_segment_sequence(mini: Dataset, segments: object) -> None:
+def _raw_segment_sequence(mini: Dataset, segments: DataElement | RawDataElement) -> None:
     """Replace the Segment Sequence by its bytes if :func:`encode_items_fast` encodes it as pydicom does.
 
     Checked on the first and the last item against pydicom's own encoding; otherwise pydicom writes it.
     """
-    items = getattr(segments, "value", None)
-    if getattr(segments, "is_raw", True) or not items or getattr(segments, "is_undefined_length", True):
+    if isinstance(segments, RawDataElement) or segments.is_undefined_length or not segments.value:
         return
+    items = segments.value
     character_set = mini.get("SpecificCharacterSet")
     encoded = encode_items_fast(items, character_set)
-    if encoded is None:
+    if encoded is None or not encoded.startswith(encode_item(items[0], character_set)) or not encoded.endswith(
+            encode_item(items[-1], character_set)):
         return
-    for index in {0, len(items) - 1}:
-        single = encode_items_fast([items[index]], character_set)
-        if single is None or single != encode_item(items[index], character_set) or encoded.find(single) < 0:
-            return
     mini[SEGMENT_SEQUENCE] = _raw_sequence(SEGMENT_SEQUENCE, encoded)
 
 
