@@ -18,7 +18,7 @@ the two paths' files element by element over varied inputs.
 from __future__ import annotations
 
 import struct
-from collections.abc import MutableSequence, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from pydicom import config as pydicom_config
@@ -283,7 +283,7 @@ def clone_frames(mini: Dataset, sources: Sequence[Dataset], referenced: Sequence
     series_items[0][REFERENCED_INSTANCE_SEQUENCE] = _raw_sequence(
         REFERENCED_INSTANCE_SEQUENCE, b"".join(instance_template.fill(references[id(image)]) for image in referenced)
     )
-    _as_if_read(mini, mini._character_set)
+    _as_if_read(mini)
     if segments is not None:
         _raw_segment_sequence(mini, segments)
     return True
@@ -401,17 +401,19 @@ def _encode_item_fast(item: Dataset, parts: list[bytes], utf8: bool) -> bool:
     return True
 
 
-def _as_if_read(ds: Dataset, character_set: str | MutableSequence[str] | None) -> None:
-    """Mark ``ds`` and every nested dataset as read in explicit VR little endian with ``character_set``.
+def _as_if_read(ds: Dataset) -> None:
+    """Mark ``ds`` and every nested dataset as read in explicit VR little endian with the character set it has.
 
     pydicom then writes raw elements unchanged instead of parsing and re-encoding them, and does
     not redo the ambiguous-VR correction (done once by :func:`clone_frames`) for every nested
-    item: with hundreds of segments that repetition costs more than writing them.
+    item: with hundreds of segments that repetition costs more than writing them. The character
+    set is the one pydicom sees for each dataset (an item's is not its parent's when pydicom has
+    no link to the parent): any other makes pydicom parse and correct the item, raw sequences and all.
     """
-    ds.set_original_encoding(False, True, character_set)
+    ds.set_original_encoding(False, True, ds._character_set)
     for tag in ds.keys():
         element = ds.get_item(tag)
         if getattr(element, "is_raw", False) or element.VR != "SQ":
             continue
         for item in element.value:
-            _as_if_read(item, character_set)
+            _as_if_read(item)
