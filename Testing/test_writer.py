@@ -772,28 +772,38 @@ def test_source_order_of_grid(small_series):
 
 
 @contextlib.contextmanager
-def histogram_parts(size: int):
-    """Shrink the histogram parts (and their image width) so small arrays span several parts and a tail."""
+def counting_parts(size: int):
+    """Shrink the counting parts (and the histogram image width) so small arrays span several parts and a tail."""
     from DICOMLabelmapSegLib import model
 
-    saved = model._HISTOGRAM_PART, model._HISTOGRAM_WIDTH
-    model._HISTOGRAM_PART, model._HISTOGRAM_WIDTH = size, max(1, size // 4)
+    saved = model._COUNTING_PART, model._HISTOGRAM_WIDTH
+    model._COUNTING_PART, model._HISTOGRAM_WIDTH = size, max(1, size // 16)
     try:
         yield
     finally:
-        model._HISTOGRAM_PART, model._HISTOGRAM_WIDTH = saved
+        model._COUNTING_PART, model._HISTOGRAM_WIDTH = saved
 
 
-@settings(max_examples=60, deadline=None)
-@given(size=st.integers(0, 5000), high=st.sampled_from([0, 1, 7, 255]), part=st.sampled_from([8, 64, 1024]),
-       seed=st.integers(0, 2**16))
-def test_uint8_counts_equal_bincount_for_any_part_size(size, high, part, seed):
-    """Pillow's histogram in parts on threads (model.uint8_counts) counts exactly what bincount counts."""
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), dtype=st.sampled_from([np.uint8, np.uint16]), part=st.sampled_from([8, 24, 64, 1024]),
+       offset=st.integers(0, 7))
+def test_present_labels_equal_unique_for_runs_noise_and_any_part_size(data, dtype, part, offset):
+    """present_labels counts covering samples (64-bit words that differ from the one before) in parts on
+    threads: the distinct values are np.unique's for runs of any length, noise, odd sizes and unaligned starts."""
     from DICOMLabelmapSegLib import model
 
-    values = np.random.default_rng(seed).integers(0, high + 1, size=size).astype(np.uint8)
-    with histogram_parts(part):
-        assert np.array_equal(model.uint8_counts(values), np.bincount(values, minlength=256))
+    high = 255 if dtype == np.uint8 else 65535
+    runs = data.draw(st.lists(st.tuples(st.integers(0, high), st.integers(1, 40)), min_size=0, max_size=40))
+    values = np.repeat(np.asarray([v for v, _ in runs], dtype=dtype),
+                       [n for _, n in runs]).astype(dtype) if runs else np.zeros(0, dtype)
+    buffer = np.zeros(values.size + offset, dtype)
+    buffer[offset:] = values
+    values = buffer[offset:]  # starts at any element: the word view need not be aligned
+    with counting_parts(part):
+        assert np.array_equal(model.present_labels(values.reshape(1, 1, -1)), np.unique(values))
+        assert np.array_equal(model.label_counts(values) > 0,
+                              np.bincount(values, minlength=high + 1) > 0)
+        assert set(np.unique(model.covering_sample(values)).tolist()) == set(values.tolist())
 
 
 def test_present_labels_matches_unique():

@@ -358,63 +358,72 @@ def remember_present_labels(labels: np.ndarray, present: np.ndarray, still_valid
 
 
 def present_labels(labels: np.ndarray) -> np.ndarray:
-    """Sorted distinct values of a uint8/uint16 label array (fast: a histogram, not a sort).
+    """Sorted distinct values of a uint8/uint16 label array (fast: counted, not sorted).
 
-    uint8 arrays are counted by Pillow's histogram (C, releases the GIL) in parts on every core;
-    uint16 ones by bincount over chunks of 2^18 values (it converts its input to int64: the
-    chunk's copy stays in cache). A read-only array counted before
-    (:func:`remember_present_labels`) is not counted again.
+    The voxels are taken in parts on every core; each part is reduced to a covering sample
+    (:func:`covering_sample`) whose values are counted (:func:`label_counts`). A read-only
+    array counted before (:func:`remember_present_labels`) is not counted again.
     """
     known = _KNOWN_PRESENT.get(id(labels))
     if known is not None and known[0]() is labels and not labels.flags.writeable and known[2]():
         return known[1].copy()
-    if labels.dtype == np.uint8 and labels.size:
-        return np.flatnonzero(uint8_counts(np.ascontiguousarray(labels).reshape(-1)))
-    if labels.dtype == np.uint16 and labels.size:
-        values = np.ascontiguousarray(labels).reshape(-1)
-        counts = np.zeros(65536, dtype=np.int64)
-        for start in range(0, values.size, 1 << 18):
-            counts += np.bincount(values[start : start + (1 << 18)], minlength=65536)
-        return np.flatnonzero(counts)
-    return np.unique(labels)
+    if labels.dtype not in (np.uint8, np.uint16) or not labels.size:
+        return np.unique(labels)
+    flat = np.ascontiguousarray(labels).reshape(-1)
+
+    def count(start: int) -> np.ndarray:
+        return label_counts(flat[start : start + _COUNTING_PART])
+
+    starts = range(0, flat.size, _COUNTING_PART)
+    workers = min(len(starts), os.cpu_count() or 1)
+    if workers <= 1:
+        return np.flatnonzero(count(0))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return np.flatnonzero(sum(pool.map(count, starts)))
 
 
-#: Voxels per histogram call: uint8 arrays are counted in parts of this size, on several threads.
-_HISTOGRAM_PART = 1 << 22
-#: Image width the parts are viewed with (a divisor of the part size).
+#: Voxels per part that :func:`present_labels` counts on one thread.
+_COUNTING_PART = 1 << 22
+#: Image width Pillow's histogram views a uint8 sample with.
 _HISTOGRAM_WIDTH = 4096
 
 
-def uint8_counts(flat: np.ndarray) -> np.ndarray:
-    """How many voxels of a contiguous 1D uint8 array hold each value 0..255 (int64, 256 entries).
+def covering_sample(flat: np.ndarray) -> np.ndarray:
+    """Some values of a contiguous 1D uint8/uint16 array, among them every distinct value it holds.
 
-    Pillow's histogram of the array viewed (no copy) as 8-bit images; it releases the GIL, so
-    the parts run on every core. Without Pillow: numpy's bincount, on one.
+    The array is viewed as 64-bit words: a word equal to the one before it holds no value that
+    word did not, so the first word, every word that differs from its predecessor and the tail
+    that fills no word are kept. A label map's long runs leave about a tenth of its voxels.
     """
+    per_word = 8 // flat.itemsize
+    whole = flat.size - flat.size % per_word
+    if not whole:
+        return flat
+    words = flat[:whole].view(np.uint64)
+    changed = np.flatnonzero(words[1:] != words[:-1])
+    changed += 1
+    return np.concatenate((words[:1].view(flat.dtype), words[changed].view(flat.dtype), flat[whole:]))
+
+
+def label_counts(flat: np.ndarray) -> np.ndarray:
+    """Per value of a contiguous 1D uint8 (256 bins) or uint16 (65536) array, a count that is non-zero exactly
+    when the value occurs (counts of a covering sample, not of voxels), as int64.
+
+    uint8 samples are counted by Pillow's histogram (C, releases the GIL), else by bincount.
+    """
+    sample = covering_sample(flat)
+    if flat.dtype != np.uint8:
+        return np.bincount(sample, minlength=65536).astype(np.int64, copy=False)
     try:
         from PIL import Image
     except ImportError:
-        return np.bincount(flat, minlength=256).astype(np.int64)
-
-    def count(start: int) -> np.ndarray:
-        end = min(start + _HISTOGRAM_PART, flat.size)
-        rows = (end - start) // _HISTOGRAM_WIDTH
-        counts = np.zeros(256, dtype=np.int64)
-        if rows:
-            part = flat[start : start + rows * _HISTOGRAM_WIDTH]
-            image = Image.frombuffer("L", (_HISTOGRAM_WIDTH, rows), part, "raw", "L", 0, 1)
-            counts += np.asarray(image.histogram(), dtype=np.int64)
-        tail = flat[start + rows * _HISTOGRAM_WIDTH : end]
-        if tail.size:
-            counts += np.bincount(tail, minlength=256)
-        return counts
-
-    starts = range(0, flat.size, _HISTOGRAM_PART)
-    workers = min(len(starts), os.cpu_count() or 1)
-    if workers <= 1:
-        return sum((count(start) for start in starts), np.zeros(256, dtype=np.int64))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return sum(pool.map(count, starts), np.zeros(256, dtype=np.int64))
+        return np.bincount(sample, minlength=256).astype(np.int64, copy=False)
+    rows = sample.size // _HISTOGRAM_WIDTH
+    counts = np.bincount(sample[rows * _HISTOGRAM_WIDTH :], minlength=256).astype(np.int64, copy=False)
+    if rows:
+        image = Image.frombuffer("L", (_HISTOGRAM_WIDTH, rows), sample[: rows * _HISTOGRAM_WIDTH], "raw", "L", 0, 1)
+        counts += np.asarray(image.histogram(), dtype=np.int64)
+    return counts
 
 
 def segment_id(label_value: int, layer_index: int = 0) -> str:

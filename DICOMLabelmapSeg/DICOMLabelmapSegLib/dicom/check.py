@@ -849,7 +849,10 @@ def _pixel_values(ds: Dataset, kind: SegmentationType, numbers: list[int | None]
         if kind == SegmentationType.LABELMAP:
             layout = pixels.FrameLayout(rows, columns, bits, frames)
             out = np.empty((frames, rows, columns), dtype=layout.dtype)
-            counts = pixels.decode_labelmap_frames(ds, layout, range(frames), out, allow_lossy=True)
+            padding = _int(ds, "PixelPaddingValue")
+            allowed = {n for n in numbers if n is not None} | {0} | (set() if padding is None else {padding})
+            counts = pixels.decode_labelmap_frames(ds, layout, range(frames), out, allow_lossy=True,
+                                                   known_through=pixels.allowed_through(allowed))
             present = set(np.flatnonzero(counts).tolist())
         else:
             array = np.asarray(ds.pixel_array)

@@ -24,6 +24,7 @@ import logging
 import os
 import struct
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ import pydicom
 from pydicom.uid import UID
 
 from ..errors import CorruptPixelDataError, LabelmapSegError, LossyPixelDataError, MissingCodecError
+from ..model import label_counts
 from .codecs import FrameError, FrameFormat, LossyFrameError
 from .syntax import PixelStorage, SyntaxRow, TransferSyntax, may_be_lossy, row_for_uid
 
@@ -329,24 +331,28 @@ def _lossy_frame(number: int, count: int, error: FrameError) -> LossyPixelDataEr
 
 
 def _frame_decoder(ds: pydicom.Dataset, row: SyntaxRow | None, layout: FrameLayout,
-                   allow_lossy: bool) -> Callable[[int, bytes | memoryview], np.ndarray]:
-    """A function (frame index, fragment bytes) -> 2D array of one decoded frame."""
+                   allow_lossy: bool) -> Callable[[int, bytes | memoryview, np.ndarray], None]:
+    """A function (frame index, fragment bytes, 2D target) that decodes one frame into the target."""
     shape = (layout.rows, layout.columns)
     if row is not None and row.codec is not None:
         try:
             decode = row.codec.decoder(layout.frame(allow_lossy))
-            return lambda _index, fragment: decode(fragment)
+
+            def decode_with_codec(_index: int, fragment: bytes | memoryview, target: np.ndarray) -> None:
+                target[...] = decode(fragment)
+
+            return decode_with_codec
         except ImportError:  # an optional binding is missing (pylibjpeg-rle): pydicom's own decoder below
             pass
 
     decoder = _pydicom_decoder(str(ds.file_meta.TransferSyntaxUID))
 
-    def decode_with_pydicom(frame_index: int, fragment: bytes | memoryview) -> np.ndarray:
+    def decode_with_pydicom(frame_index: int, fragment: bytes | memoryview, target: np.ndarray) -> None:
         array, _ = decoder.as_array(ds, index=frame_index, as_rgb=False)
         array = np.asarray(array)
         if array.shape != shape:
             raise FrameError(f"it decodes to shape {array.shape} but Rows x Columns say {shape}")
-        return array
+        target[...] = array
 
     return decode_with_pydicom
 
@@ -361,8 +367,11 @@ def _decoding_threads(row: SyntaxRow | None, layout: FrameLayout, workers: int) 
 
 
 def _run_frames(ds: pydicom.Dataset, layout: FrameLayout, workers: int, allow_lossy: bool,
-                store: Callable[[int, np.ndarray], np.ndarray | None]) -> list[np.ndarray | None]:
-    """Decode every frame and hand it to ``store(frame index, frame)``; the results per chunk of frames."""
+                target: Callable[[int], np.ndarray], store: Callable[[int, np.ndarray], None]) -> None:
+    """Decode every frame into ``target(frame index)``, then call ``store(frame index, that target)``.
+
+    ``store`` runs on the decoding threads (each frame on one).
+    """
     uid = str(ds.file_meta.TransferSyntaxUID)
     require_decoder(uid)
     row = row_for_uid(uid)
@@ -370,11 +379,11 @@ def _run_frames(ds: pydicom.Dataset, layout: FrameLayout, workers: int, allow_lo
     decode = _frame_decoder(ds, row, layout, allow_lossy)
     n = layout.number_of_frames
 
-    def run(frame_indices: range) -> np.ndarray | None:
-        result = None
+    def run(frame_indices: range) -> None:
         for f in frame_indices:
+            frame = target(f)
             try:
-                frame = decode(f, fragments[f])
+                decode(f, fragments[f], frame)
             except LossyFrameError as error:
                 raise _lossy_frame(f + 1, n, error) from error
             except FrameError as error:
@@ -390,18 +399,54 @@ def _run_frames(ds: pydicom.Dataset, layout: FrameLayout, workers: int, allow_lo
                     f"Frame {f + 1} of {n} cannot be decoded as {syntax_name(uid)} ({str(error)[:120]}). The file is "
                     "damaged or truncated; export it again."
                 ) from error
-            counts = store(f, frame)
-            if counts is not None:
-                result = counts if result is None else result + counts
-        return result
+            store(f, frame)
 
     threads = _decoding_threads(row, layout, workers)
     if threads <= 1:
-        return [run(range(n))]
+        run(range(n))
+        return
     chunks = min(n, threads * 4)
     bounds = np.linspace(0, n, chunks + 1).astype(int)
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        return list(pool.map(run, [range(bounds[c], bounds[c + 1]) for c in range(chunks)]))
+        list(pool.map(run, [range(bounds[c], bounds[c + 1]) for c in range(chunks)]))
+
+
+def allowed_through(allowed: set[int]) -> int:
+    """The largest k such that 0..k are all allowed label values (0 counts as allowed): ``known_through``."""
+    k = 0
+    while k + 1 in allowed:
+        k += 1
+    return k
+
+
+class _LabelTally:
+    """Which label values occur, frame by frame (each frame tallied by one of the decoding threads).
+
+    Values up to ``known_through`` are allowed anyway (0 and the described segments 1..N of a
+    well-formed instance), so a frame whose largest value is no more than that is only asked
+    for its maximum (a fast reduction); other frames are counted value by value.
+    """
+
+    def __init__(self, frames: int, bins: int, known_through: int) -> None:
+        self.known_through = known_through
+        self.largest = np.zeros(frames, dtype=np.int64)
+        self._counts = np.zeros(bins, dtype=np.int64)
+        self._lock = threading.Lock()
+
+    def add(self, f: int, labels: np.ndarray) -> None:
+        if not labels.size:
+            return
+        largest = int(labels.max())
+        self.largest[f] = largest
+        if largest > self.known_through:
+            counts = label_counts(np.ascontiguousarray(labels).reshape(-1))
+            with self._lock:
+                self._counts += counts
+
+    def counts(self) -> np.ndarray:
+        counts = self._counts.copy()
+        counts[np.unique(self.largest)] += 1
+        return counts
 
 
 def decode_labelmap_frames(
@@ -412,8 +457,9 @@ def decode_labelmap_frames(
     padding_value: int | None = None,
     workers: int = 1,
     allow_lossy: bool = False,
+    known_through: int = -1,
 ) -> np.ndarray:
-    """Decode every frame of ``ds`` into ``out[slice_of_frame[f]]`` and return the label histogram.
+    """Decode every frame of ``ds`` into ``out[slice_of_frame[f]]`` and return which label values occur.
 
     Parameters
     ----------
@@ -432,27 +478,31 @@ def decode_labelmap_frames(
         GIL (imagecodecs' CharLS, OpenJPH, libjxl; zlib); the result does not depend on it.
     allow_lossy: bool
         Decode near-lossless / irreversible code streams too (else they are refused).
+    known_through: int
+        Values 0..known_through need not be reported (the caller allows them); -1: report all.
 
     Returns
     -------
     numpy.ndarray
-        Per label value (after padding removal), a count that is non-zero exactly when the value occurs.
+        Per label value (after padding removal), a count that is non-zero for the largest value
+        and exactly for the values above ``known_through`` that occur; values up to it may be 0.
     """
     transfer_syntax_uid = str(ds.file_meta.TransferSyntaxUID)
     slices = np.asarray(slice_of_frame, dtype=np.int64)
-    if is_native(transfer_syntax_uid):
-        return _native_frames(ds, layout, slices, out, padding_value, transfer_syntax_uid == _NATIVE_BIG_ENDIAN)
-    bins = 1 << layout.bits_allocated
+    tally = _LabelTally(len(slices), 1 << layout.bits_allocated, known_through)
 
-    def store(f: int, frame: np.ndarray) -> np.ndarray:
-        target = out[slices[f]]
-        target[...] = frame
+    def store(f: int, target: np.ndarray) -> None:
         if padding_value is not None:
             target[target == padding_value] = 0
-        return _occurrences(target, bins)
+        tally.add(f, target)
 
-    results = [r for r in _run_frames(ds, layout, workers, allow_lossy, store) if r is not None]
-    return np.sum(results, axis=0) if results else np.zeros(bins, dtype=np.int64)
+    if is_native(transfer_syntax_uid):
+        _native_frames(ds, layout, slices, out, transfer_syntax_uid == _NATIVE_BIG_ENDIAN)
+        for f, k in enumerate(slices):
+            store(f, out[k])
+    else:
+        _run_frames(ds, layout, workers, allow_lossy, lambda f: out[slices[f]], store)
+    return tally.counts()
 
 
 #: Arrays from this size on are worth huge pages (numpy's own threshold for its allocations).
@@ -496,37 +546,13 @@ def decode_frames(ds: pydicom.Dataset, layout: FrameLayout, workers: int = 1, al
     """
     out = np.empty((layout.number_of_frames, layout.rows, layout.columns), dtype=layout.dtype)
 
-    def store(f: int, frame: np.ndarray) -> None:
-        out[f] = frame
-
-    _run_frames(ds, layout, workers, allow_lossy, store)
+    _run_frames(ds, layout, workers, allow_lossy, out.__getitem__, lambda _f, _frame: None)
     return out
 
 
-def _occurrences(labels: np.ndarray, bins: int) -> np.ndarray:
-    """Per value, a count that is non-zero exactly when the value occurs in ``labels``.
-
-    Only the first pixel and the pixels where the value changes (in memory order) are
-    counted: every value that occurs starts a run, and label maps have few runs, so this
-    is several times faster than a histogram of all pixels.
-    """
-    flat = labels.reshape(-1)
-    if not flat.size:
-        return np.zeros(bins, dtype=np.int64)
-    starts = flat[1:][flat[1:] != flat[:-1]]
-    counts = np.bincount(starts, minlength=bins)
-    counts[flat[0]] += 1
-    return counts
-
-
-def _native_frames(
-    ds: pydicom.Dataset,
-    layout: FrameLayout,
-    slices: np.ndarray,
-    out: np.ndarray,
-    padding_value: int | None,
-    big_endian: bool,
-) -> np.ndarray:
+def _native_frames(ds: pydicom.Dataset, layout: FrameLayout, slices: np.ndarray, out: np.ndarray,
+                   big_endian: bool) -> None:
+    """Copy the frames of native (uncompressed) Pixel Data into ``out[slices[f]]``."""
     pixel_data = ds.PixelData
     expected = layout.frame_bytes * layout.number_of_frames
     # An odd length is padded to even with one byte.
@@ -543,17 +569,10 @@ def _native_frames(
         out[...] = frames
     else:
         out[slices] = frames
-    bins = 1 << layout.bits_allocated
-    counts = np.zeros(bins, dtype=np.int64)
-    for k in np.unique(slices):  # slice by slice: bounded temporary memory
-        target = out[k]
-        if padding_value is not None:
-            target[target == padding_value] = 0
-        counts += _occurrences(target, bins)
-    return counts
 
 
 __all__ = [
-    "FrameLayout", "TransferSyntax", "can_decode_frames", "check_first_frame", "check_lossless", "decode_frames",
+    "FrameLayout", "TransferSyntax", "allowed_through", "can_decode_frames", "check_first_frame", "check_lossless",
+    "decode_frames",
     "decode_labelmap_frames", "frame_fragments", "is_native", "require_decoder", "syntax_name",
 ]

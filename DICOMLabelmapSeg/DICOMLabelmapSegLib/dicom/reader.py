@@ -638,10 +638,10 @@ def _read_labelmap_layer(header: Header, geometry: Geometry, slice_indices: np.n
         allocate(geometry.shape, header.layout.dtype, not covered)
     if allocate is not None and covered:
         pixels.advise_huge_pages(out)  # untouched memory of another allocator (numpy's own has them)
+    allowed = described | header.background_numbers | {0}
     counts = pixels.decode_labelmap_frames(header.ds, header.layout, slice_indices, out, padding, workers,
-                                           allow_lossy)
-    present = set(np.flatnonzero(counts).tolist())
-    undescribed = sorted(present - described - header.background_numbers - {0})
+                                           allow_lossy, pixels.allowed_through(allowed))
+    undescribed = sorted(set(np.flatnonzero(counts).tolist()) - allowed)
     if undescribed:
         shown = ", ".join(str(v) for v in undescribed[:10]) + (" ..." if len(undescribed) > 10 else "")
         raise UndescribedLabelError(
