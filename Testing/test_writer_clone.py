@@ -122,6 +122,34 @@ def test_fast_path_writes_what_highdicom_writes(tmp_path, syntax):
     assert_same_content(fast, plain)
 
 
+def raw_sequences(ds: pydicom.Dataset, path: str = "") -> dict[str, bool]:
+    """Every sequence held as raw bytes, at any depth (under parsed sequences): path -> still raw."""
+    found = {}
+    for tag in ds.keys():
+        element = ds.get_item(tag)
+        if element.VR != "SQ":
+            continue
+        name = f"{path}{pydicom.datadict.keyword_for_tag(tag)}"
+        if element.is_raw:
+            found[name] = True
+        else:
+            for index, item in enumerate(element.value):
+                found.update(raw_sequences(item, f"{name}[{index}]."))
+    return found
+
+
+@pytest.mark.parametrize("non_ascii", [False, True])
+def test_pydicom_writes_the_raw_sequences_without_parsing_them(tmp_path, non_ascii):
+    """Every nested dataset is marked as read in its own encoding and character set: pydicom neither parses
+    the raw sequences nor corrects them again (the Referenced Series item's references cost 5 ms per save)."""
+    fast, _ = both_paths(tmp_path, (6, 20, 24), ((1, 2, 5),), "jpeg-ls", non_ascii=non_ascii)
+    before = raw_sequences(fast[0])
+    assert {"PerFrameFunctionalGroupsSequence", "SourceImageSequence",
+            "ReferencedSeriesSequence[0].ReferencedInstanceSequence"} <= set(before)
+    written(fast[0])
+    assert raw_sequences(fast[0]) == before  # nothing parsed on the way out
+
+
 def test_fast_path_multilayer_uint16_oblique_palette(tmp_path):
     fast, plain = both_paths(tmp_path, (5, 20, 24), ((1, 300, 7), (2, 3)), "explicit", oblique=True, flip=True,
                              palette=True, non_ascii=True)
