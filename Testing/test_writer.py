@@ -710,10 +710,13 @@ def _header_differences(a: Dataset, b: Dataset, where: str = "") -> list[str]:
     return found
 
 
-def _export_both_ways(segmentation, source, options, monkeypatch):
+def _export_both_ways(segmentation, source, options, monkeypatch, placeholders=False):
     uid = generate_uid()
     options = ExportOptions(**{**options.__dict__, "series_instance_uid": uid})
-    fast = create_labelmap_datasets(segmentation, source, options)
+    with monkeypatch.context() as patch:
+        if placeholders:  # also for the few voxels of these series (and of the fast path's two-slice instance)
+            patch.setattr(writer_module, "_PLACEHOLDERS_FROM_VOXELS", 0)
+        fast = create_labelmap_datasets(segmentation, source, options)
     with monkeypatch.context() as patch:  # highdicom does it all: matches positions, checks every voxel value
         patch.setattr(writer_module, "source_order_of_grid", lambda geometry, source: None)
         patch.setattr(writer_module, "_MAX_PLACEHOLDERS", 0)
@@ -723,7 +726,9 @@ def _export_both_ways(segmentation, source, options, monkeypatch):
 
 @pytest.mark.parametrize("case", ["source grid", "reversed slices", "uint16 palette", "other grid", "multiframe"])
 @pytest.mark.parametrize("syntax", [TransferSyntax.JPEG_LS, TransferSyntax.EXPLICIT])
-def test_fast_paths_write_what_highdicom_alone_writes(tmp_path, small_series, data_dir, monkeypatch, case, syntax):
+@pytest.mark.parametrize("placeholders", [False, True], ids=["no-placeholders", "placeholders"])
+def test_fast_paths_write_what_highdicom_alone_writes(tmp_path, small_series, data_dir, monkeypatch, case, syntax,
+                                                      placeholders):
     """Source-grid positions, placeholder segment numbers: the same headers and frames as without them."""
     paths, geometry = small_series
     source, palette, layers = paths, case == "uint16 palette", [[2, 5, 9], [1, 3]]  # gaps: placeholders
@@ -745,7 +750,7 @@ def test_fast_paths_write_what_highdicom_alone_writes(tmp_path, small_series, da
     if case in ("source grid", "reversed slices", "multiframe"):
         assert writer_module.source_order_of_grid(geometry, read_source_series(source)) is not None
     fast, plain = _export_both_ways(segmentation, source, ExportOptions(transfer_syntax=syntax, palette_color=palette),
-                                    monkeypatch)
+                                    monkeypatch, placeholders)
     for a, b, layer in zip(fast, plain, segmentation.layers):
         assert _header_differences(a, b) == []
         assert [int(i.SegmentNumber) for i in a.SegmentSequence] == [0, *(s.label_value for s in layer.segments)]
@@ -820,3 +825,33 @@ def test_present_labels_matches_unique():
     strided = np.zeros((3, 4, 5), np.uint8)[:, ::2, :]
     strided[2, 1, 4] = 9
     assert present_labels(strided).tolist() == [0, 9]
+
+
+def test_segments_of_one_algorithm_share_one_identification_and_encode_as_without(tmp_path):
+    """The writer builds one Segmentation Algorithm Identification Sequence per algorithm of an instance
+    (segment_description's shared dict); every item still encodes exactly as when each builds its own."""
+    import dataclasses
+
+    from DICOMLabelmapSegLib.dicom.segment import segment_description
+    from DICOMLabelmapSegLib.enums import SegmentAlgorithmType
+    from DICOMLabelmapSegLib.model import Code
+
+    family = Code("113037", "DCM", "Artificial Intelligence")
+    tool = dict(algorithm_type=SegmentAlgorithmType.AUTOMATIC, algorithm_family=family, algorithm_name="TotalSeg",
+                algorithm_version="2.4")
+    segments = [dataclasses.replace(make_segment(1), **tool), dataclasses.replace(make_segment(2), **tool),
+                dataclasses.replace(make_segment(3), **{**tool, "algorithm_version": "2.5"}), make_segment(4)]
+    shared: dict = {}
+    together = [segment_description(s, True, shared) for s in segments]
+    alone = [segment_description(s) for s in segments]
+    assert len([value for value in shared.values() if value is not None]) == 2  # one per algorithm
+
+    def encoded(item: Dataset) -> bytes:
+        buffer = pydicom.filebase.DicomBytesIO()
+        buffer.is_little_endian, buffer.is_implicit_VR = True, False
+        pydicom.filewriter.write_dataset(buffer, item)
+        return buffer.getvalue()
+
+    assert [encoded(a) for a in together] == [encoded(b) for b in alone]
+    first, second = (item.SegmentationAlgorithmIdentificationSequence for item in together[:2])
+    assert first[0] is second[0]

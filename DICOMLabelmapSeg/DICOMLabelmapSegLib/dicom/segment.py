@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 
@@ -231,7 +231,8 @@ def algorithm_identification(segment: Segment) -> hd.AlgorithmIdentificationSequ
     )
 
 
-def segment_description(segment: Segment, include_color: bool = True) -> hd.seg.SegmentDescription:
+def segment_description(segment: Segment, include_color: bool = True,
+                        identifications: dict[tuple, Any] | None = None) -> hd.seg.SegmentDescription:
     """The complete Segment Sequence item of a model segment.
 
     Parameters
@@ -241,6 +242,9 @@ def segment_description(segment: Segment, include_color: bool = True) -> hd.seg.
     include_color: bool
         Write Recommended Display CIELab Value. Leave it out (``False``) for PALETTE COLOR
         segmentations, where the color is in the palette and the standard forbids both.
+    identifications: dict | None
+        Shared by the descriptions of one instance: segments of the same algorithm (name,
+        version, family) get one identification sequence, built once (nothing changes it later).
     """
     import highdicom as hd
 
@@ -254,7 +258,13 @@ def segment_description(segment: Segment, include_color: bool = True) -> hd.seg.
             segment.label_value, segment.name, " and ".join(unstated), UNSPECIFIED_CODE.scheme_designator,
             UNSPECIFIED_CODE.value,
         )
-    identification = algorithm_identification(segment)
+    if identifications is None:
+        identification = algorithm_identification(segment)
+    else:
+        key = (segment.algorithm_name, segment.algorithm_version, segment.algorithm_family)
+        if key not in identifications:
+            identifications[key] = algorithm_identification(segment)
+        identification = identifications[key]
     label = long_string(segment.name, "Segment name") or f"Segment {segment.label_value}"
     description = hd.seg.SegmentDescription(
         segment_number=segment.label_value,

@@ -40,6 +40,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -79,6 +80,9 @@ _ICON_IMAGE_SEQUENCE = 0x00880200
 
 #: Most placeholder segments given to highdicom to make the segment numbers consecutive (see _with_placeholders).
 _MAX_PLACEHOLDERS = 1024
+#: Fewer voxels than this (the fast path's two-slice instance): highdicom's check of every voxel value costs
+#: less than building the placeholders.
+_PLACEHOLDERS_FROM_VOXELS = 1 << 20
 _PLACEHOLDER_LABEL = "unused"
 
 
@@ -555,9 +559,10 @@ def _highdicom_segmentation(
     transfer_syntax_uid: str,
 ) -> hd.seg.Segmentation:
     plane_positions, plane_orientation, pixel_measures = spatial
-    descriptions = [segment_description(s, include_color=not options.palette_color) for s in layer.segments]
+    identifications: dict[tuple, Any] = {}
+    descriptions = [segment_description(s, not options.palette_color, identifications) for s in layer.segments]
     algorithm_types = {int(item.SegmentNumber): str(item.SegmentAlgorithmType) for item in descriptions}
-    descriptions = _with_placeholders(descriptions)
+    descriptions = _with_placeholders(descriptions, layer.labels.size)
     # highdicom builds its Background item from the first description, with that segment's algorithm
     # type: a non-MANUAL type without an identification sequence (Type 3 in the standard) would make
     # it raise. The Background gets MANUAL; the first segment its own type back afterwards.
@@ -610,18 +615,20 @@ def set_specific_character_set(ds: Dataset, source: Dataset, ascii_only: bool) -
         del ds.SpecificCharacterSet
 
 
-def _with_placeholders(descriptions: list[hd.seg.SegmentDescription]) -> list[hd.seg.SegmentDescription]:
-    """The descriptions plus placeholders for the unused numbers below the largest, if that is not too many.
+def _with_placeholders(descriptions: list[hd.seg.SegmentDescription],
+                       voxels: int) -> list[hd.seg.SegmentDescription]:
+    """The descriptions plus placeholders for the unused numbers below the largest, if that is worth it.
 
     With segment numbers 1..n highdicom checks the labels against the descriptions with one
     ``max()``; with gaps it computes the set difference of every voxel value (a sort or hash
     of the whole volume: 0.3 s for 512x512x334). :func:`prepare_layers` has already checked
     that every voxel value is described, so the placeholders' items are dropped afterwards
-    (:func:`_finish_segment_sequence`); nothing else in the dataset depends on them.
+    (:func:`_finish_segment_sequence`); nothing else in the dataset depends on them. Not for
+    fewer than :data:`_PLACEHOLDERS_FROM_VOXELS` voxels or more than :data:`_MAX_PLACEHOLDERS` gaps.
     """
     numbers = {int(item.SegmentNumber) for item in descriptions}
     missing = [number for number in range(1, max(numbers) + 1) if number not in numbers]
-    if not missing or len(missing) > _MAX_PLACEHOLDERS:
+    if not missing or len(missing) > _MAX_PLACEHOLDERS or voxels < _PLACEHOLDERS_FROM_VOXELS:
         return descriptions
     placeholder = [
         hd.seg.SegmentDescription(
