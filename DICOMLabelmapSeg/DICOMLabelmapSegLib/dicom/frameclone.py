@@ -283,9 +283,9 @@ def clone_frames(mini: Dataset, sources: Sequence[Dataset], referenced: Sequence
     series_items[0][REFERENCED_INSTANCE_SEQUENCE] = _raw_sequence(
         REFERENCED_INSTANCE_SEQUENCE, b"".join(instance_template.fill(references[id(image)]) for image in referenced)
     )
-    _as_if_read(mini)
     if segments is not None:
         _raw_segment_sequence(mini, segments)
+    _as_if_read(mini)  # after: the walk skips the Segment Sequence's items once they are raw bytes
     return True
 
 
