@@ -329,24 +329,11 @@ def test_whole_reads_equal_the_plain_path(tmp_path: Path, monkeypatch: pytest.Mo
     assert fast.referenced_series == plain.referenced_series and fast.series_info == plain.series_info
 
 
-# ---------------------------------------------------------------------------- huge pages
-
-
-def test_huge_page_advice_keeps_the_contents_and_ignores_what_it_cannot_advise() -> None:
-    from DICOMLabelmapSegLib.dicom import pixels
-
-    volume = np.arange(9 << 20, dtype=np.uint32).astype(np.uint8).reshape(9, 1024, 1024)
-    expected = volume.copy()
-    pixels.advise_huge_pages(volume)
-    pixels.advise_huge_pages(volume[:, ::2])  # not contiguous: ignored
-    pixels.advise_huge_pages(volume[:1, :8])  # small: ignored
-    assert np.array_equal(volume, expected)
-    volume[3] = 7
-    assert np.all(volume[3] == 7) and np.array_equal(volume[4], expected[4])
+# ---------------------------------------------------------------------------- allocators
 
 
 def test_labels_decoded_into_another_allocators_memory_equal_numpys(tmp_path: Path) -> None:
-    """The reader advises huge pages on memory an allocator hands it; the labels are those of a plain read."""
+    """Labels decoded into memory an allocator hands the reader (the node's VTK image) are those of a plain read."""
     from test_reader import our_labelmap
 
     path = our_labelmap(tmp_path)

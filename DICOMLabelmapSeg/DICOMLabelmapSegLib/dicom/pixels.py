@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -503,34 +502,6 @@ def decode_labelmap_frames(
     else:
         _run_frames(ds, layout, workers, allow_lossy, lambda f: out[slices[f]], store)
     return tally.counts()
-
-
-#: Arrays from this size on are worth huge pages (numpy's own threshold for its allocations).
-_HUGE_PAGES_MIN_BYTES = 4 << 20
-_MADV_HUGEPAGE = 14  # Linux <sys/mman.h>
-
-
-def advise_huge_pages(array: np.ndarray) -> None:
-    """Ask Linux to back a large array whose memory is not touched yet with transparent huge pages.
-
-    numpy does this for its own large arrays; memory from other allocators (VTK's, for decoding
-    straight into a node's image) is otherwise faulted in 4 KiB pages as the frames are written,
-    which costs more than the decoding of a 512 x 512 frame. Only a hint: nothing happens on other
-    systems, when huge pages are disabled, for small or non-contiguous arrays, or if the call fails.
-    """
-    if not sys.platform.startswith("linux") or array.nbytes < _HUGE_PAGES_MIN_BYTES or \
-            not array.flags.c_contiguous:
-        return
-    import ctypes
-    import mmap
-
-    try:
-        address = array.ctypes.data
-        offset = -address % mmap.PAGESIZE  # madvise takes whole pages: the ones inside the array
-        ctypes.CDLL(None).madvise(ctypes.c_void_p(address + offset), ctypes.c_size_t(array.nbytes - offset),
-                                  _MADV_HUGEPAGE)
-    except (OSError, AttributeError, ValueError):  # no libc symbol, or a numpy without ctypes data
-        pass
 
 
 def can_decode_frames(transfer_syntax_uid: str, bits_allocated: int) -> bool:

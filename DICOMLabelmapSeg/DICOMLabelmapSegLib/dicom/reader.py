@@ -636,8 +636,6 @@ def _read_labelmap_layer(header: Header, geometry: Geometry, slice_indices: np.n
     covered = slice_indices.size == geometry.shape[0]
     out = np.zeros(geometry.shape, dtype=header.layout.dtype) if allocate is None else \
         allocate(geometry.shape, header.layout.dtype, not covered)
-    if allocate is not None and covered:
-        pixels.advise_huge_pages(out)  # untouched memory of another allocator (numpy's own has them)
     allowed = described | header.background_numbers | {0}
     counts = pixels.decode_labelmap_frames(header.ds, header.layout, slice_indices, out, padding, workers,
                                            allow_lossy, pixels.allowed_through(allowed))
