@@ -369,10 +369,8 @@ def _scan(data: bytes, read: Callable[[int], bytes]) -> tuple[str, _Elements]:
             raise _NotMinimal
         end = start + length
         if end > size:
-            data = _more(data, read, end)
+            data = _through(data, read, end)
             size = len(data)
-            if end > size:
-                raise _NotMinimal
         if element == 0x0010:
             syntax_value = data[start:end]
         elif element == 0x0002:
@@ -427,10 +425,8 @@ def _scan(data: bytes, read: Callable[[int], bytes]) -> tuple[str, _Elements]:
             continue
         end = start + length
         if end > size:
-            data = _more(data, read, end)
+            data = _through(data, read, end)
             size = len(data)
-            if end > size:
-                raise _NotMinimal
         key = wanted(tag)
         if key is not None:
             found[key] = _new_raw(RawDataElement, (key, vr_name, length, data[start:end], start, implicit, True)
@@ -445,6 +441,14 @@ def _more(data: bytes, read: Callable[[int], bytes], end: int) -> bytes:
         if not more:
             break
         data += more
+    return data
+
+
+def _through(data: bytes, read: Callable[[int], bytes], end: int) -> bytes:
+    """:func:`_more` up to ``end``; _NotMinimal (pydicom reads the file) if the file ends before."""
+    data = _more(data, read, end)
+    if end > len(data):
+        raise _NotMinimal
     return data
 
 
