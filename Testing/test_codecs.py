@@ -252,6 +252,7 @@ def test_threads_write_the_same_bytes_and_decode_the_same_labels(syntax):
     frames = label_frames(count=12, rows=96, columns=80)
     one = codecs.encode_frames(frames, syntax, threads=1)
     assert codecs.encode_frames(frames, syntax, threads=2) == one == codecs.encode_frames(frames, syntax, threads=0)
+    assert codecs.encode_frames(frames, syntax, threads=5) == one  # 12 frames: strides of unequal length
     ds = pydicom.Dataset()
     ds.file_meta = pydicom.dataset.FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = syntax.uid
