@@ -811,6 +811,33 @@ def test_present_labels_equal_unique_for_runs_noise_and_any_part_size(data, dtyp
         assert set(np.unique(model.covering_sample(values)).tolist()) == set(values.tolist())
 
 
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), dtype=st.sampled_from([np.uint8, np.uint16]), columns=st.sampled_from([4, 8, 12, 16, 20, 32]),
+       part=st.sampled_from([16, 64, 1024]))
+def test_covering_sample_by_rows_keeps_every_value(data, dtype, columns, part):
+    """Words equal to the word one row before are dropped too: rows repeated, shifted or changed in one
+    voxel (a region's edge from row to row), rows of whole and partial words, parts cutting rows."""
+    from DICOMLabelmapSegLib import model
+
+    high = 255 if dtype == np.uint8 else 65535
+    values_st = st.sampled_from([0, 1, 2, high]) | st.integers(0, high)
+    pool = data.draw(st.lists(st.lists(values_st, min_size=columns, max_size=columns), min_size=1, max_size=4))
+    picks = data.draw(st.lists(st.tuples(st.integers(0, len(pool) - 1), st.integers(0, columns - 1), values_st),
+                               min_size=1, max_size=30))
+    rows = []
+    for index, at, value in picks:
+        row = list(pool[index])
+        if data.draw(st.booleans()):
+            row[at] = value  # one voxel differs from the pooled row
+        rows.append(row)
+    labels = np.asarray(rows, dtype=dtype)
+    flat = labels.reshape(-1)
+    assert set(model.covering_sample(flat, columns).tolist()) == set(flat.tolist())
+    with counting_parts(part):
+        assert np.array_equal(model.present_labels(labels.reshape(1, len(rows), columns)), np.unique(flat))
+        assert np.array_equal(model.label_counts(flat, columns) > 0, np.bincount(flat, minlength=high + 1) > 0)
+
+
 def test_present_labels_matches_unique():
     """The writer's voxel check (model.present_labels: uint8 by histogram parts, uint16 chunked) against np.unique."""
     from DICOMLabelmapSegLib.model import present_labels

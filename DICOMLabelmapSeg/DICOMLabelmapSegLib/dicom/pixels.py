@@ -438,7 +438,7 @@ class _LabelTally:
         largest = int(labels.max())
         self.largest[f] = largest
         if largest > self.known_through:
-            counts = label_counts(np.ascontiguousarray(labels).reshape(-1))
+            counts = label_counts(np.ascontiguousarray(labels).reshape(-1), labels.shape[-1])
             with self._lock:
                 self._counts += counts
 
