@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import struct
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import pydicom
 from pydicom.uid import UID
 
 from ..errors import CorruptPixelDataError, LabelmapSegError, LossyPixelDataError, MissingCodecError
-from ..model import label_counts
+from ..model import label_counts, present_labels
 from .codecs import FrameError, FrameFormat, LossyFrameError
 from .syntax import PixelStorage, SyntaxRow, TransferSyntax, may_be_lossy, row_for_uid
 
@@ -419,31 +418,33 @@ def allowed_through(allowed: set[int]) -> int:
 
 
 class _LabelTally:
-    """Which label values occur, frame by frame (each frame tallied by one of the decoding threads).
+    """Which label values occur: each frame's largest value as it is decoded, the values once all are.
 
     Values up to ``known_through`` are allowed anyway (0 and the described segments 1..N of a
-    well-formed instance), so a frame whose largest value is no more than that is only asked
-    for its maximum (a fast reduction); other frames are counted value by value.
+    well-formed instance), so frames whose largest value is no more than that are not counted.
+    The others are counted after decoding: the whole volume on every core when they are many
+    (a quarter of its slices or more: one pass over long runs of memory), else frame by frame.
     """
 
     def __init__(self, frames: int, bins: int, known_through: int) -> None:
         self.known_through = known_through
+        self.bins = bins
         self.largest = np.zeros(frames, dtype=np.int64)
-        self._counts = np.zeros(bins, dtype=np.int64)
-        self._lock = threading.Lock()
 
     def add(self, f: int, labels: np.ndarray) -> None:
-        if not labels.size:
-            return
-        largest = int(labels.max())
-        self.largest[f] = largest
-        if largest > self.known_through:
-            counts = label_counts(np.ascontiguousarray(labels).reshape(-1), labels.shape[-1])
-            with self._lock:
-                self._counts += counts
+        if labels.size:
+            self.largest[f] = int(labels.max())
 
-    def counts(self) -> np.ndarray:
-        counts = self._counts.copy()
+    def counts(self, out: np.ndarray, slices: np.ndarray) -> np.ndarray:
+        """Per value, non-zero for the largest value and exactly for the values above ``known_through``
+        in ``out`` (the decoded volume; ``slices``: the slice of each frame)."""
+        counts = np.zeros(self.bins, dtype=np.int64)
+        counted = np.unique(slices[self.largest > self.known_through])
+        if counted.size and counted.size * 4 >= out.shape[0]:
+            counts[present_labels(out)] += 1
+        else:
+            for k in counted:
+                counts += label_counts(np.ascontiguousarray(out[k]).reshape(-1), out.shape[-1])
         counts[np.unique(self.largest)] += 1
         return counts
 
@@ -501,7 +502,7 @@ def decode_labelmap_frames(
             store(f, out[k])
     else:
         _run_frames(ds, layout, workers, allow_lossy, lambda f: out[slices[f]], store)
-    return tally.counts()
+    return tally.counts(out, slices)
 
 
 def can_decode_frames(transfer_syntax_uid: str, bits_allocated: int) -> bool:
