@@ -222,19 +222,20 @@ def _read_headers(path_or_files: PathOrFiles) -> list[Dataset]:
         if isinstance(item, Dataset):
             datasets.append(item)
             continue
-        path = item if isinstance(item, Path) else Path(item)
+        name = os.fspath(item)  # a Path only where one is needed: making hundreds costs more than reading them
         try:
-            mode = os.stat(path).st_mode  # one stat for is_dir() and is_file()
+            mode = os.stat(name).st_mode  # one stat for is_dir() and is_file()
         except (OSError, ValueError):
             mode = None  # pathlib decides (some errors it raises)
+        files: list[str | Path]
         if mode is not None and stat.S_ISREG(mode):
-            files = [path]
-        elif stat.S_ISDIR(mode) if mode is not None else path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file())
-        elif mode is None and path.is_file():
-            files = [path]
+            files = [name]
+        elif stat.S_ISDIR(mode) if mode is not None else Path(name).is_dir():
+            files = sorted(p for p in Path(name).rglob("*") if p.is_file())
+        elif mode is None and Path(name).is_file():
+            files = [name]
         else:
-            raise SourceImageError(f"'{path}' does not exist. Choose the folder or files of the image series.")
+            raise SourceImageError(f"'{name}' does not exist. Choose the folder or files of the image series.")
         for file in files:
             ds = _read_slice_header(file)
             if ds is not None:
@@ -294,7 +295,7 @@ class _NotMinimal(Exception):
     """The file is not one the minimal reader handles; pydicom reads it."""
 
 
-def _read_slice_header(path: Path) -> Dataset | None:
+def _read_slice_header(path: str | Path) -> Dataset | None:
     """The header of one source slice: the :data:`_SLICE_TAGS` only, read by walking the raw elements.
 
     About 10x faster than pydicom for a CT slice. Files it does not handle (no preamble,
@@ -562,7 +563,7 @@ def _copy(template: Dataset, elements: dict | None = None) -> Dataset:
     return ds
 
 
-def _read_header(path: Path) -> Dataset | None:
+def _read_header(path: str | Path) -> Dataset | None:
     try:
         # Values above 1 MB (icons, overlays, private blobs) stay on disk until someone reads them.
         ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size="1 MB")
@@ -578,7 +579,7 @@ def _read_header(path: Path) -> Dataset | None:
     return ds
 
 
-def _values_readable(ds: Dataset, path: Path, keywords: tuple[str, ...] | None = None) -> bool:
+def _values_readable(ds: Dataset, path: str | Path, keywords: tuple[str, ...] | None = None) -> bool:
     """Convert the values every source header is read for now; False (with a warning) if one is damaged.
 
     pydicom converts values lazily: a damaged one (a 3-byte Rows) would otherwise surface later,
