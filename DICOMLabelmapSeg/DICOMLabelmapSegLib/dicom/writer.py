@@ -60,6 +60,7 @@ from ..errors import (
 from ..geometry import frame_positions, plane_attributes
 from ..model import MAX_LABEL_VALUE, Geometry, Layer, Segmentation, label_dtype
 from . import check, codecs, compat
+from .background import BackgroundEncoding, start_encoding
 from .frameclone import clone_frames
 from .options import ExportOptions
 from .segment import long_string, segment_description
@@ -162,6 +163,28 @@ def _iter_datasets(
 ) -> Iterator[Dataset]:
     options.transfer_syntax.require_encoder()
     layers = prepare_layers(segmentation)
+    # On the clone path a layer's frames are its slices in order: the first layer's are encoded in the
+    # background from now on, while the source headers are read and the metadata is built.
+    encodings: list[BackgroundEncoding | None] = [None] * len(layers)
+    if clone:
+        encodings[0] = start_encoding(layers[0].labels, options.transfer_syntax, options.threads)
+    try:
+        yield from _layer_datasets(segmentation, layers, source_images, options, progress, clone, encodings)
+    finally:
+        for encoding in encodings:
+            if encoding is not None:
+                encoding.cancel()
+
+
+def _layer_datasets(
+    segmentation: Segmentation,
+    layers: list[Layer],
+    source_images: PathOrFiles,
+    options: ExportOptions,
+    progress: Progress | None,
+    clone: bool,
+    encodings: list[BackgroundEncoding | None],
+) -> Iterator[Dataset]:
     source = read_source_series(source_images)
     check_geometry(segmentation, source)
     series_instance_uid = options.series_instance_uid or hd.UID()
@@ -179,8 +202,16 @@ def _iter_datasets(
             progress(index / count, f"Encoding layer {index + 1} of {count}")
         ds = None
         if clone and order is not None:
+            if encodings[index] is None:
+                encodings[index] = start_encoding(layer.labels, options.transfer_syntax, options.threads)
             ds = _cloned_layer_dataset(layer, index + 1, grid_sources, source, series_instance_uid, spatial, options,
-                                       segmentation.geometry, thickness)
+                                       segmentation.geometry, thickness, encodings[index])
+            if index + 1 < count:  # the next layer's frames, while this one is written
+                encodings[index + 1] = start_encoding(layers[index + 1].labels, options.transfer_syntax,
+                                                      options.threads)
+        encoding, encodings[index] = encodings[index], None
+        if encoding is not None:
+            encoding.cancel()  # done, or not needed (the plain path encodes the frames it orders)
         if ds is None:
             if copies is None:
                 copies = _highdicom_sources(grid_sources, thickness)
@@ -495,13 +526,15 @@ def _cloned_layer_dataset(
     options: ExportOptions,
     geometry: Geometry,
     slice_thickness: float,
+    encoding: BackgroundEncoding | None = None,
 ) -> Dataset | None:
     """The instance of ``layer`` on the source grid, per-frame metadata cloned from a two-frame highdicom instance.
 
     ``sources[k]`` is the source image of slice k, ``referenced`` the source series in its
     own order (the order of the top-level references). None if the fast path does not apply;
     the result is the same as :func:`_layer_dataset`'s but for UIDs, dates and times. Only the
-    first two sources are copied for highdicom (:func:`_highdicom_sources`).
+    first two sources are copied for highdicom (:func:`_highdicom_sources`). ``encoding``: the
+    layer's frames being encoded in the background (else they are encoded here).
     """
     count = layer.labels.shape[0]
     if count < 3 or len(sources) != count or not hasattr(hd.spatial, "get_volume_positions"):
@@ -515,7 +548,9 @@ def _cloned_layer_dataset(
         return None
     ds.NumberOfFrames = count
     if ds.file_meta.TransferSyntaxUID.is_encapsulated:
-        ds.PixelData = encapsulate(_encoded_frames(ds, layer.labels, options.transfer_syntax, options.threads))
+        frames = encoding.result() if encoding is not None else _encoded_frames(
+            ds, layer.labels, options.transfer_syntax, options.threads)
+        ds.PixelData = encapsulate(frames)
         ds["PixelData"].VR = "OB"  # as codecs.encode_dataset leaves it
         ds["PixelData"].is_undefined_length = True
     else:
