@@ -201,9 +201,7 @@ def _layer_datasets(
         if progress is not None:
             progress(index / count, f"Encoding layer {index + 1} of {count}")
         ds = None
-        if clone and order is not None:
-            if encodings[index] is None:
-                encodings[index] = start_encoding(layer.labels, options.transfer_syntax, options.threads)
+        if clone and order is not None:  # this layer's encoding started with the previous one's (or first)
             ds = _cloned_layer_dataset(layer, index + 1, grid_sources, source, series_instance_uid, spatial, options,
                                        segmentation.geometry, thickness, encodings[index])
             if index + 1 < count:  # the next layer's frames, while this one is written
