@@ -545,6 +545,5 @@ def _native_frames(ds: pydicom.Dataset, layout: FrameLayout, slices: np.ndarray,
 
 __all__ = [
     "FrameLayout", "TransferSyntax", "allowed_through", "can_decode_frames", "check_first_frame", "check_lossless",
-    "decode_frames",
-    "decode_labelmap_frames", "frame_fragments", "is_native", "require_decoder", "syntax_name",
+    "decode_frames", "decode_labelmap_frames", "frame_fragments", "is_native", "require_decoder", "syntax_name",
 ]
