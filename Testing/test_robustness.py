@@ -32,7 +32,7 @@ from DICOMLabelmapSegLib.dicom.options import ExportOptions
 from DICOMLabelmapSegLib.dicom.reader import read_segmentation
 from DICOMLabelmapSegLib.dicom.source import geometry_from_source, read_source_series
 from DICOMLabelmapSegLib.dicom.writer import write_labelmap_seg
-from DICOMLabelmapSegLib.errors import LabelmapSegError, UndescribedLabelError
+from DICOMLabelmapSegLib.errors import InvalidDicomFileError, LabelmapSegError, UndescribedLabelError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from synthetic import make_ct_series, make_segmentation
@@ -297,6 +297,23 @@ def _fuzz_with_hypothesis(fuzz_seeds, guarded, scratch: Path, examples: int) -> 
 def test_fuzz_reader_byte_mutations(fuzz_seeds, guarded: GuardedReader, tmp_path: Path) -> None:  # noqa: ANN001
     """Hypothesis-driven byte mutations of the seeds (deterministic): only clear LabelmapSegErrors."""
     _fuzz_with_hypothesis(fuzz_seeds, guarded, tmp_path / "mutated.dcm", examples=150)
+
+
+def test_sop_class_uid_damaged_into_a_sequence_is_refused_clearly(tmp_path: Path) -> None:
+    """Found by the atheris fuzzer: SOP Class UID with VR SQ, its item holding a VR pydicom does not know.
+
+    Turning that value into text made pydicom convert the item and raise NotImplementedError.
+    """
+    syntax = b"1.2.840.10008.1.2.1\0"
+    element = b"\x02\x00\x10\x00UI" + len(syntax).to_bytes(2, "little") + syntax
+    meta = b"\x02\x00\x00\x00UL\x04\x00" + len(element).to_bytes(4, "little") + element
+    inner = b"\x45\x44\x5c\x50RI\x02\x00ab"  # (4445,505C), VR 'RI'
+    item = b"\xfe\xff\x00\xe0" + len(inner).to_bytes(4, "little") + inner
+    sop_class = b"\x08\x00\x16\x00SQ\x00\x00" + len(item).to_bytes(4, "little") + item
+    path = tmp_path / "damaged.dcm"
+    path.write_bytes(b"\0" * 128 + b"DICM" + meta + sop_class)
+    with pytest.raises(InvalidDicomFileError, match="has no valid SOP Class UID"):
+        read_segmentation(path)
 
 
 def _atheris_available() -> bool:

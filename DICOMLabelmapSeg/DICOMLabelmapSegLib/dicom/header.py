@@ -45,11 +45,15 @@ class Instance:
 
 
 def sop_class(ds: Dataset) -> str:
-    """SOP Class UID of ``ds`` (else Media Storage SOP Class UID; '' if neither)."""
+    """SOP Class UID of ``ds`` (else Media Storage SOP Class UID; '' if neither holds a UID's text).
+
+    A damaged file may give the element another VR (a sequence whose items pydicom cannot
+    convert): only a text value counts, so that the file is refused as having no SOP Class UID.
+    """
     uid = ds.get("SOPClassUID")
-    if not uid and getattr(ds, "file_meta", None) is not None:
+    if not (isinstance(uid, str) and uid) and getattr(ds, "file_meta", None) is not None:
         uid = ds.file_meta.get("MediaStorageSOPClassUID")
-    return str(uid or "")
+    return str(uid) if isinstance(uid, str) else ""
 
 
 def sop_class_name(ds: Dataset) -> str:
